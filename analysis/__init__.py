@@ -1,0 +1,1 @@
+"""Parameter sensitivity and contribution balance of trained models (issue 4 builds it out)."""

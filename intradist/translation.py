@@ -1,0 +1,177 @@
+"""Translation data and evaluation: sentencepiece + fairseq binaries, and sacreBLEU scoring.
+
+The pipeline the paper uses for IWSLT'14 (lowercase, joint sentencepiece model, joined
+dictionary), applied to any parallel corpus stored as ``{split}.{lang}[.gz]`` text files.
+Each prepared folder is written under a temporary name and renamed when complete, so an
+interrupted run leaves nothing half-written and the next run starts that step again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from intradist.errors import UserError
+
+SPLITS = {"train": "train", "valid": "val", "test": "test"}
+"""fairseq split name -> file stem in the shipped corpus."""
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """What determines a prepared data folder; saved beside it as ``prepare.json``."""
+
+    source_lang: str = "de"
+    target_lang: str = "en"
+    vocab_size: int = 1000
+    max_train_lines: Optional[int] = None
+    max_test_lines: Optional[int] = None
+    lowercase: bool = True
+
+
+def read_lines(path: Path, limit: Optional[int] = None, lowercase: bool = False) -> List[str]:
+    """The lines of a text file (gzipped or not), stripped, optionally lowercased, at most ``limit``."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            lines = [line.rstrip("\n") for line in itertools.islice(handle, limit)]
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot read ({error})") from error
+    return [line.lower() if lowercase else line for line in lines]
+
+
+def _corpus_file(corpus: Path, stem: str, lang: str) -> Path:
+    for candidate in (corpus / f"{stem}.{lang}.gz", corpus / f"{stem}.{lang}"):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"{corpus}: missing {stem}.{lang}(.gz); expected one sentence per line")
+
+
+def _write_lines(path: Path, lines: Sequence[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def prepare(corpus: Path, out: Path, config: PrepareConfig, workers: int = 2) -> Path:
+    """Turn a parallel corpus into a fairseq data-bin folder; reuse ``out`` when already prepared.
+
+    Returns ``out``, which then holds the binarised splits, ``dict.*.txt``, the sentencepiece
+    model ``spm.model``, the references ``ref.{split}.{tgt}`` (raw text, lowercased as the
+    training data) and ``prepare.json``.
+    """
+    import sentencepiece as spm
+
+    marker = out / "prepare.json"
+    if marker.is_file() and json.loads(marker.read_text()) == asdict(config):
+        return out
+    if out.exists():
+        raise UserError(f"{out}: exists but was prepared differently (or not completely); remove it or pick --out")
+
+    src, tgt = config.source_lang, config.target_lang
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    texts: Dict[str, Dict[str, List[str]]] = {}
+    for split, stem in SPLITS.items():
+        limit = config.max_train_lines if split == "train" else config.max_test_lines if split == "test" else None
+        texts[split] = {
+            lang: read_lines(_corpus_file(corpus, stem, lang), limit, config.lowercase) for lang in (src, tgt)
+        }
+        if len(texts[split][src]) != len(texts[split][tgt]):
+            raise UserError(f"{corpus}: {stem}.{src} and {stem}.{tgt} have different numbers of lines")
+
+    spm_input = staging / "spm_input.txt"
+    _write_lines(spm_input, texts["train"][src] + texts["train"][tgt])
+    spm.SentencePieceTrainer.train(
+        input=str(spm_input),
+        model_prefix=str(staging / "spm"),
+        vocab_size=config.vocab_size,
+        character_coverage=1.0,
+        model_type="unigram",
+        num_threads=workers,
+        minloglevel=2,
+    )
+    spm_input.unlink()
+    processor = spm.SentencePieceProcessor(model_file=str(staging / "spm.model"))
+    pieces = staging / "pieces"
+    pieces.mkdir()
+    for split, by_lang in texts.items():
+        for lang, lines in by_lang.items():
+            _write_lines(pieces / f"{split}.{lang}", [" ".join(p) for p in processor.encode(lines, out_type=str)])
+            if split != "train":
+                _write_lines(staging / f"ref.{split}.{lang}", lines)
+    command = [
+        sys.executable, "-m", "fairseq_cli.preprocess",
+        "--source-lang", src, "--target-lang", tgt,
+        "--trainpref", str(pieces / "train"), "--validpref", str(pieces / "valid"),
+        "--testpref", str(pieces / "test"),
+        "--destdir", str(staging), "--joined-dictionary", "--workers", str(workers),
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"fairseq-preprocess failed:\n{completed.stderr[-3000:]}")
+    shutil.rmtree(pieces)
+    (staging / "prepare.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    staging.rename(out)
+    return out
+
+
+_HYPOTHESIS_LINE = re.compile(r"^D-(\d+)\t[^\t]*\t(.*)$")
+
+
+def detokenized_hypotheses(generate_output: str) -> List[str]:
+    """The detokenized hypotheses (``D-`` lines) of ``fairseq-generate`` output, in corpus order."""
+    found = {}
+    for line in generate_output.splitlines():
+        match = _HYPOTHESIS_LINE.match(line)
+        if match:
+            found[int(match.group(1))] = match.group(2)
+    return [found[i] for i in sorted(found)]
+
+
+def translate_and_score(
+    data_bin: Path,
+    checkpoint: Path,
+    split: str = "test",
+    beam: int = 5,
+    batch_size: int = 128,
+    cpu: bool = False,
+    user_dir: Optional[Path] = None,
+    extra_args: Sequence[str] = (),
+) -> Dict[str, object]:
+    """Translate ``split`` with ``fairseq-generate`` and score it with sacreBLEU.
+
+    Returns ``{"bleu", "signature", "hypotheses"}``; the hypotheses are sentencepiece-decoded
+    and scored against the raw reference saved by :func:`prepare`.
+    """
+    import sacrebleu
+
+    config = json.loads((data_bin / "prepare.json").read_text())
+    command = [
+        sys.executable, "-m", "fairseq_cli.generate", str(data_bin),
+        "--path", str(checkpoint), "--gen-subset", split, "--beam", str(beam), "--lenpen", "1",
+        "--batch-size", str(batch_size), "--remove-bpe", "sentencepiece", "--seed", "1",
+    ]  # fmt: skip
+    if user_dir is not None:
+        command += ["--user-dir", str(user_dir)]
+    if cpu:
+        command.append("--cpu")
+    command += list(extra_args)
+    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if completed.returncode != 0:
+        raise RuntimeError(f"fairseq-generate failed on {checkpoint}:\n{completed.stderr[-3000:]}")
+    hypotheses = detokenized_hypotheses(completed.stdout)
+    references = read_lines(data_bin / f"ref.{split}.{config['target_lang']}")
+    if len(hypotheses) != len(references):
+        raise RuntimeError(f"fairseq-generate gave {len(hypotheses)} translations for {len(references)} references")
+    bleu = sacrebleu.metrics.BLEU()
+    score = bleu.corpus_score(hypotheses, [references])
+    return {"bleu": score.score, "signature": str(bleu.get_signature()), "hypotheses": hypotheses}

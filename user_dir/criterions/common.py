@@ -1,0 +1,248 @@
+"""What the distillation criterions share: config fields, passes, teachers and metrics.
+
+The formulas come from :mod:`user_dir.losses`; this module only turns fairseq samples, models
+and checkpoints into the tensors those functions take, and reports metrics fairseq's way.
+"""
+
+
+import argparse
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from fairseq import checkpoint_utils, utils
+from fairseq.criterions import FairseqCriterion
+from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.logging import metrics
+from omegaconf import II
+
+from user_dir import losses
+
+
+class ConfigurationError(ValueError):
+    """A criterion flag that cannot work; raised while building, before the first update."""
+
+
+@dataclass
+class LabelSmoothingConfig(FairseqDataclass):
+    """Fields of fairseq's own ``label_smoothed_cross_entropy``, with the same names and meaning."""
+
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "epsilon for label smoothing, 0 means no label smoothing"}
+    )
+    report_accuracy: bool = field(default=False, metadata={"help": "report accuracy metric"})
+    ignore_prefix_size: int = field(default=0, metadata={"help": "ignore the first N target tokens in the loss"})
+    sentence_avg: bool = II("optimization.sentence_avg")
+
+
+@dataclass
+class TeacherConfig(FairseqDataclass):
+    """A frozen teacher (one checkpoint, or several averaged as an ensemble) for distillation."""
+
+    teacher_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "teacher checkpoint(s), separated by ':' for an ensemble whose probabilities are averaged"},
+    )
+    kd_weight: float = field(
+        default=0.5,
+        metadata={"help": "beta: loss = (1 - beta) * label-smoothed CE + beta * KD; ignored without a teacher"},
+    )
+    kd_temperature: float = field(
+        default=1.0, metadata={"help": "tau: KD compares softmax(logits / tau), scaled by tau^2 (Hinton et al.)"}
+    )
+
+
+class DistillationCriterion(FairseqCriterion):
+    """Base of this plugin's criterions: label-smoothed CE per pass, an optional teacher, metrics."""
+
+    def __init__(self, task, cfg: FairseqDataclass):
+        super().__init__(task)
+        self.eps = cfg.label_smoothing
+        self.sentence_avg = cfg.sentence_avg
+        self.ignore_prefix_size = cfg.ignore_prefix_size
+        self.report_accuracy = cfg.report_accuracy
+        self.kd_weight = cfg.kd_weight
+        self.kd_temperature = cfg.kd_temperature
+        if not 0.0 <= self.kd_weight <= 1.0:
+            raise ConfigurationError(f"--kd-weight must lie in [0, 1], got {self.kd_weight}")
+        if self.kd_temperature <= 0:
+            raise ConfigurationError(f"--kd-temperature must be positive, got {self.kd_temperature}")
+        self.teacher = TeacherEnsemble(cfg.teacher_path.split(":"), task) if cfg.teacher_path else None
+
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser) -> None:
+        """Add this criterion's flags; a flag the task already defines identically is taken over.
+
+        ``translation_intra_distillation`` accepts the original code's ``--alpha`` and
+        ``--adaptive-alpha`` (same type and default as ours), so both may define them.
+        """
+        group = parser.add_argument_group(cls.__name__, conflict_handler="resolve")
+        gen_parser_from_dataclass(group, getattr(cls, "__dataclass")())
+
+    def target_of(self, model, sample, net_output) -> torch.Tensor:
+        """The target ``[B, T]``, minus the first ``--ignore-prefix-size`` positions."""
+        target = model.get_targets(sample, net_output)
+        return target[:, self.ignore_prefix_size :].contiguous() if self.ignore_prefix_size > 0 else target
+
+    def logits_of(self, model, net_output) -> torch.Tensor:
+        """The logits ``[B, T, V]`` of one pass, minus the first ``--ignore-prefix-size`` positions."""
+        if getattr(getattr(model, "decoder", None), "adaptive_softmax", None) is not None:
+            raise ConfigurationError("this criterion needs full logits; adaptive softmax is not supported")
+        logits = net_output[0]
+        return logits[:, self.ignore_prefix_size :, :].contiguous() if self.ignore_prefix_size > 0 else logits
+
+    def smoothed_ce(self, model, net_output, target: torch.Tensor, reduce: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """fairseq's label-smoothed CE of one pass (through the model's own normalisation)."""
+        lprobs = model.get_normalized_probs(net_output, log_probs=True)
+        if self.ignore_prefix_size > 0:
+            lprobs = lprobs[:, self.ignore_prefix_size :, :].contiguous()
+        return losses.label_smoothed_nll_loss(
+            lprobs.view(-1, lprobs.size(-1)),
+            target.view(-1),
+            self.eps,
+            ignore_index=self.padding_idx,
+            reduction="sum" if reduce else "none",
+        )
+
+    def teacher_logits(self, model, sample) -> Optional[List[torch.Tensor]]:
+        """Each teacher's logits for the sample (no gradient), or None without a teacher."""
+        if self.teacher is None:
+            return None
+        logits = self.teacher.logits(model, sample)
+        if self.ignore_prefix_size > 0:
+            logits = [x[:, self.ignore_prefix_size :, :] for x in logits]
+        return logits
+
+    def distill(self, student_logits, teacher_logits, mask, reduce: bool) -> torch.Tensor:
+        """KD of one student pass towards the teacher (ensemble)."""
+        loss = losses.kd_loss(
+            student_logits,
+            teacher_logits,
+            temperature=self.kd_temperature,
+            mask=mask,
+            reduction="sum" if reduce else "none",
+        )
+        return loss if reduce else loss.reshape(-1)
+
+    def accuracy(self, model, net_output, target: torch.Tensor) -> Tuple[int, int]:
+        """Correct argmax predictions and counted positions, for ``--report-accuracy``."""
+        lprobs = model.get_normalized_probs(net_output, log_probs=True)
+        if self.ignore_prefix_size > 0:
+            lprobs = lprobs[:, self.ignore_prefix_size :, :]
+        mask = target.ne(self.padding_idx)
+        n_correct = lprobs.argmax(-1).masked_select(mask).eq(target.masked_select(mask)).sum()
+        return utils.item(n_correct.data), utils.item(mask.sum().data)
+
+    def base_logging_output(self, sample, loss, nll_loss) -> Dict[str, object]:
+        sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
+        return {
+            "loss": loss.data,
+            "nll_loss": nll_loss.data,
+            "ntokens": sample["ntokens"],
+            "nsentences": sample["target"].size(0),
+            "sample_size": sample_size,
+        }
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        """Log loss/nll_loss/ppl like fairseq, plus each distillation term per token and alpha."""
+
+        def total(key: str) -> float:
+            return sum(log.get(key, 0) for log in logging_outputs)
+
+        sample_size, ntokens = total("sample_size"), total("ntokens")
+        metrics.log_scalar("loss", total("loss") / sample_size / math.log(2), sample_size, round=3)
+        metrics.log_scalar("nll_loss", total("nll_loss") / ntokens / math.log(2), ntokens, round=3)
+        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
+        for term in ("intra_distillation_loss", "kd_loss"):
+            if any(term in log for log in logging_outputs):
+                metrics.log_scalar(term, total(term) / sample_size / math.log(2), sample_size, round=4)
+        if any("alpha_x_sample_size" in log for log in logging_outputs):
+            # alpha is logged weighted by sample size so that the sum over workers stays meaningful
+            metrics.log_scalar("alpha", total("alpha_x_sample_size") / sample_size, sample_size, round=4)
+        correct_total = utils.item(total("total"))
+        if correct_total > 0:
+            metrics.log_scalar("total", correct_total)
+            metrics.log_scalar("n_correct", utils.item(total("n_correct")))
+            metrics.log_derived(
+                "accuracy",
+                lambda meters: round(meters["n_correct"].sum * 100.0 / meters["total"].sum, 3)
+                if meters["total"].sum > 0
+                else float("nan"),
+            )
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        """Every logged value is a sum (alpha is logged times the sample size), so workers may add them."""
+        return True
+
+
+def _dictionary_symbols(path: Path) -> Optional[List[str]]:
+    if not path.is_file():
+        return None
+    return [line.split(" ")[0] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+class TeacherEnsemble:
+    """Frozen teacher models from fairseq checkpoints, checked against the student's dictionary.
+
+    The models are kept in eval mode without gradients and moved to the student's device and
+    dtype at the first use (fairseq moves the student only after the criterion is built).
+    """
+
+    def __init__(self, paths: Sequence[str], task):
+        self.paths = [Path(p) for p in paths]
+        for path in self.paths:
+            if not path.is_file():
+                raise ConfigurationError(f"--teacher-path {path}: no such checkpoint file")
+            self._check_dictionary(path, checkpoint_utils.load_checkpoint_to_cpu(str(path)), task)
+        self.models, _ = checkpoint_utils.load_model_ensemble([str(p) for p in self.paths], task=task)
+        for model in self.models:
+            model.eval()
+            model.requires_grad_(False)
+        self._placed = False
+
+    @staticmethod
+    def _check_dictionary(path: Path, state: dict, task) -> None:
+        target_dictionary = task.target_dictionary
+        output_weights = [v for k, v in state["model"].items() if k.endswith(("output_projection.weight",))]
+        output_weights = output_weights or [v for k, v in state["model"].items() if k == "decoder.embed_tokens.weight"]
+        if output_weights and output_weights[0].size(0) != len(target_dictionary):
+            raise ConfigurationError(
+                f"--teacher-path {path}: the teacher's vocabulary has {output_weights[0].size(0)} entries, "
+                f"the student's dictionary {len(target_dictionary)}; the teacher must share the student's dictionary"
+            )
+        task_cfg = (state.get("cfg") or {}).get("task") or {}
+        data, lang = task_cfg.get("data"), task_cfg.get("target_lang")
+        if data and lang:
+            teacher_symbols = _dictionary_symbols(Path(str(data).split(":")[0]) / f"dict.{lang}.txt")
+            student_symbols = target_dictionary.symbols[target_dictionary.nspecial :]
+            if teacher_symbols is not None and teacher_symbols != list(student_symbols):
+                raise ConfigurationError(
+                    f"--teacher-path {path}: the teacher was trained with another dictionary ({data}); "
+                    f"the teacher must share the student's dictionary"
+                )
+
+    def check_same_architecture(self, student) -> None:
+        """Refuse a teacher whose parameters differ in name or shape from the student's."""
+        student_shapes = {k: tuple(v.shape) for k, v in student.state_dict().items()}
+        for path, model in zip(self.paths, self.models):
+            teacher_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+            if teacher_shapes != student_shapes:
+                differing = sorted(set(teacher_shapes.items()) ^ set(student_shapes.items()))[:3]
+                raise ConfigurationError(
+                    f"--teacher-path {path}: self-distillation needs the student's architecture; "
+                    f"parameters differ, e.g. {differing}"
+                )
+
+    def logits(self, student, sample) -> List[torch.Tensor]:
+        if not self._placed:
+            reference = next(student.parameters())
+            for model in self.models:
+                model.to(device=reference.device, dtype=reference.dtype)
+            self._placed = True
+        with torch.no_grad():
+            return [model(**sample["net_input"])[0] for model in self.models]

@@ -1,0 +1,159 @@
+"""The loss math of intra-distillation, in one framework-free place.
+
+Every trainer of this project (the fairseq criterions, the transformers and torchvision
+trainers) calls these functions; no formula is written twice. Plain torch only: this module
+must never import fairseq, transformers or torchvision.
+
+All functions compute in float32 (inputs in fp16/bf16 are upcast) and work from log-softmax,
+never ``log(softmax(.))``, so they stay finite where a probability underflows.
+
+Reference: Xu, Koehn and Murray, "The Importance of Being Parameters: An Intra-Distillation
+Method for Serious Gains", EMNLP 2022.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+Divergence = Literal["x", "js"]
+Reduction = Literal["sum", "mean", "none"]
+
+DIVERGENCES: Tuple[str, ...] = ("x", "js")
+REDUCTIONS: Tuple[str, ...] = ("sum", "mean", "none")
+
+
+def _reduce(per_position: torch.Tensor, mask: Optional[torch.Tensor], reduction: str) -> torch.Tensor:
+    """Zero the positions outside ``mask``, then sum, average over counted positions, or keep."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if mask is not None:
+        mask = mask.to(device=per_position.device, dtype=torch.bool)
+        if mask.shape != per_position.shape:
+            raise ValueError(
+                f"mask shape {tuple(mask.shape)} does not match the positions {tuple(per_position.shape)}"
+            )
+        per_position = per_position.masked_fill(~mask, 0.0)
+        count = mask.sum()
+    else:
+        count = torch.tensor(per_position.numel(), device=per_position.device)
+    if reduction == "sum":
+        return per_position.sum()
+    if reduction == "mean":
+        return per_position.sum() / count.clamp(min=1).to(per_position.dtype)
+    return per_position
+
+
+def intra_distillation_loss(
+    logits: Sequence[torch.Tensor],
+    divergence: Divergence = "x",
+    mask: Optional[torch.Tensor] = None,
+    reduction: Reduction = "sum",
+) -> torch.Tensor:
+    """Divergence between K stochastic passes and their mean distribution (Xu et al. 2022, Eq. 3).
+
+    ``logits`` holds K >= 2 tensors of shape ``[..., V]``, one per pass over the same input
+    (different dropout masks). With p_i = softmax(logits_i) and m = (1/K) sum_i p_i:
+
+    - ``"x"`` (X-divergence): (1/K) sum_i sum_v (p_i - m)(log p_i - log m),
+      which equals the mean over passes of KL(p_i || m) + KL(m || p_i);
+    - ``"js"`` (generalised Jensen-Shannon): (1/K) sum_i KL(p_i || m).
+
+    ``mask`` (shape ``[...]``, True = the position counts) drops padding. ``reduction`` is
+    ``"sum"`` over positions (fairseq's convention), ``"mean"`` over counted positions, or
+    ``"none"`` (one value per position, zero where masked out).
+    """
+    if len(logits) < 2:
+        raise ValueError(f"intra-distillation needs at least 2 passes, got {len(logits)}")
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    log_p = torch.stack([F.log_softmax(x.float(), dim=-1) for x in logits])  # [K, ..., V]
+    num_passes = log_p.size(0)
+    log_m = torch.logsumexp(log_p, dim=0) - math.log(num_passes)  # log of the mean distribution
+    p = log_p.exp()
+    log_ratio = log_p - log_m
+    if divergence == "x":
+        per_position = ((p - log_m.exp()) * log_ratio).sum(dim=-1).mean(dim=0)
+    else:
+        per_position = (p * log_ratio).sum(dim=-1).mean(dim=0)
+    return _reduce(per_position, mask, reduction)
+
+
+def adaptive_alpha(step: float, max_step: float, alpha: float, p: float, q: float) -> float:
+    """The paper's adaptive weight of the intra-distillation term (Xu et al. 2022, Eq. 4).
+
+    With N = ``max_step`` and gamma = ln(1/alpha) / ln(p/q)::
+
+        alpha(t) = alpha * (p * t / N) ** gamma   for t <  N / p
+        alpha(t) = alpha                          for t >= N / p
+
+    so alpha(N/q) = 1 and alpha(N/p) = alpha: the weight starts near zero, while the passes
+    still disagree wildly, and grows to ``alpha``. For alpha <= 1 the schedule is constant.
+    """
+    if not 0 < p < q:
+        raise ValueError(f"adaptive alpha needs 0 < p < q, got p={p}, q={q}")
+    if max_step <= 0:
+        raise ValueError(f"adaptive alpha needs a positive number of updates N, got N={max_step}")
+    if alpha <= 1:
+        return float(alpha)
+    if step >= max_step / p:
+        return float(alpha)
+    gamma = math.log(1.0 / alpha) / math.log(p / q)
+    return float(alpha * (p * max(step, 0) / max_step) ** gamma)
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: Union[torch.Tensor, Sequence[torch.Tensor]],
+    temperature: float = 1.0,
+    mask: Optional[torch.Tensor] = None,
+    reduction: Reduction = "sum",
+) -> torch.Tensor:
+    """Knowledge distillation, Hinton et al. (2015): tau^2 * KL(softmax(t/tau) || softmax(s/tau)).
+
+    Computed per position and reduced like :func:`intra_distillation_loss`. ``teacher_logits``
+    may be a sequence of tensors from an ensemble: the teacher distribution is then the mean of
+    the members' softmax(t_j/tau). The teacher side carries no gradient.
+    """
+    if temperature <= 0:
+        raise ValueError(f"kd temperature must be positive, got {temperature}")
+    members = [teacher_logits] if isinstance(teacher_logits, torch.Tensor) else list(teacher_logits)
+    if not members:
+        raise ValueError("kd_loss needs at least one teacher")
+    with torch.no_grad():
+        member_log_probs = torch.stack([F.log_softmax(t.float() / temperature, dim=-1) for t in members])
+        teacher_log_probs = torch.logsumexp(member_log_probs, dim=0) - math.log(len(members))
+    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    per_position = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=-1)
+    return _reduce(per_position * temperature**2, mask, reduction)
+
+
+def label_smoothed_nll_loss(
+    lprobs: torch.Tensor,
+    target: torch.Tensor,
+    epsilon: float,
+    ignore_index: Optional[int] = None,
+    reduction: Reduction = "sum",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Label-smoothed negative log-likelihood, numerically identical to fairseq's.
+
+    With eps_i = epsilon / (V - 1), per position::
+
+        loss = (1 - epsilon - eps_i) * (-log p(target)) + eps_i * (-sum_v log p(v))
+
+    Positions whose target is ``ignore_index`` count zero. Returns ``(loss, nll_loss)``, each
+    reduced per ``reduction`` (``"mean"`` averages over the counted positions).
+    """
+    if target.dim() == lprobs.dim():
+        target = target.squeeze(-1)
+    lprobs = lprobs.float()
+    nll = -lprobs.gather(dim=-1, index=target.unsqueeze(-1)).squeeze(-1)
+    smooth = -lprobs.sum(dim=-1)
+    mask = target.ne(ignore_index) if ignore_index is not None else None
+    nll, smooth = _reduce(nll, mask, reduction), _reduce(smooth, mask, reduction)
+    # Reduce first, combine second: the order of fairseq's own operations, so the floats match.
+    eps_i = epsilon / (lprobs.size(-1) - 1)
+    return (1.0 - epsilon - eps_i) * nll + eps_i * smooth, nll
