@@ -22,6 +22,11 @@ from typing import Dict, List, Optional, Sequence
 
 from intradist.errors import UserError
 
+#: fairseq-fixed 0.12.3.1's batching drops the sentences left over after the last multiple of
+#: --required-batch-size-multiple (default 8): 1014 validation sentences become 1008, and a test
+#: set loses translations. A multiple of 1 keeps every sentence; pass it to every fairseq command.
+REQUIRED_BATCH_SIZE_MULTIPLE = ("--required-batch-size-multiple", "1")
+
 SPLITS = {"train": "train", "valid": "val", "test": "test"}
 """fairseq split name -> file stem in the shipped corpus."""
 
@@ -159,6 +164,7 @@ def translate_and_score(
         sys.executable, "-m", "fairseq_cli.generate", str(data_bin),
         "--path", str(checkpoint), "--gen-subset", split, "--beam", str(beam), "--lenpen", "1",
         "--batch-size", str(batch_size), "--remove-bpe", "sentencepiece", "--seed", "1",
+        *REQUIRED_BATCH_SIZE_MULTIPLE,
     ]  # fmt: skip
     if user_dir is not None:
         command += ["--user-dir", str(user_dir)]

@@ -4,7 +4,7 @@ Every trainer of this project (the fairseq criterions, the transformers and torc
 trainers) calls these functions; no formula is written twice. Plain torch only: this module
 must never import fairseq, transformers or torchvision.
 
-All functions compute in float32 (inputs in fp16/bf16 are upcast) and work from log-softmax,
+All functions compute in at least float32 (inputs in fp16/bf16 are upcast, float64 stays) and work from log-softmax,
 never ``log(softmax(.))``, so they stay finite where a probability underflows.
 
 Reference: Xu, Koehn and Murray, "The Importance of Being Parameters: An Intra-Distillation
@@ -24,6 +24,11 @@ Reduction = Literal["sum", "mean", "none"]
 
 DIVERGENCES: Tuple[str, ...] = ("x", "js")
 REDUCTIONS: Tuple[str, ...] = ("sum", "mean", "none")
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Upcast half-precision inputs to float32; keep float32 and float64 as they are."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _reduce(per_position: torch.Tensor, mask: Optional[torch.Tensor], reduction: str) -> torch.Tensor:
@@ -70,7 +75,7 @@ def intra_distillation_loss(
         raise ValueError(f"intra-distillation needs at least 2 passes, got {len(logits)}")
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-    log_p = torch.stack([F.log_softmax(x.float(), dim=-1) for x in logits])  # [K, ..., V]
+    log_p = torch.stack([F.log_softmax(_at_least_float32(x), dim=-1) for x in logits])  # [K, ..., V]
     num_passes = log_p.size(0)
     log_m = torch.logsumexp(log_p, dim=0) - math.log(num_passes)  # log of the mean distribution
     p = log_p.exp()
@@ -124,9 +129,9 @@ def kd_loss(
     if not members:
         raise ValueError("kd_loss needs at least one teacher")
     with torch.no_grad():
-        member_log_probs = torch.stack([F.log_softmax(t.float() / temperature, dim=-1) for t in members])
+        member_log_probs = torch.stack([F.log_softmax(_at_least_float32(t) / temperature, dim=-1) for t in members])
         teacher_log_probs = torch.logsumexp(member_log_probs, dim=0) - math.log(len(members))
-    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    student_log_probs = F.log_softmax(_at_least_float32(student_logits) / temperature, dim=-1)
     per_position = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=-1)
     return _reduce(per_position * temperature**2, mask, reduction)
 
@@ -149,7 +154,7 @@ def label_smoothed_nll_loss(
     """
     if target.dim() == lprobs.dim():
         target = target.squeeze(-1)
-    lprobs = lprobs.float()
+    lprobs = _at_least_float32(lprobs)
     nll = -lprobs.gather(dim=-1, index=target.unsqueeze(-1)).squeeze(-1)
     smooth = -lprobs.sum(dim=-1)
     mask = target.ne(ignore_index) if ignore_index is not None else None

@@ -1,0 +1,112 @@
+"""Run ``fairseq-train`` as a subprocess with visible progress, and read back what it logged.
+
+fairseq is driven through its own command line (the way users run it), with
+``--log-format json`` so that the per-update statistics can be parsed reliably.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from tqdm import tqdm
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+USER_DIR = REPO_ROOT / "user_dir"
+
+_JSON_RECORD = re.compile(r"\| (train_inner|train|valid) \| (\{.*\})\s*$")
+_DONE = re.compile(r"done training in ([0-9.]+) seconds")
+
+
+@dataclass
+class TrainingLog:
+    """What a ``fairseq-train --log-format json`` run reported."""
+
+    inner: List[Dict[str, str]] = field(default_factory=list)  # one record per --log-interval
+    epochs: List[Dict[str, str]] = field(default_factory=list)
+    valid: List[Dict[str, str]] = field(default_factory=list)
+    training_seconds: Optional[float] = None
+
+    def add_line(self, line: str) -> Optional[Dict[str, str]]:
+        """Parse one log line; returns the ``train_inner`` record it held, if any."""
+        match = _JSON_RECORD.search(line)
+        if match:
+            kind, record = match.group(1), json.loads(match.group(2))
+            {"train_inner": self.inner, "train": self.epochs, "valid": self.valid}[kind].append(record)
+            return record if kind == "train_inner" else None
+        done = _DONE.search(line)
+        if done:
+            self.training_seconds = float(done.group(1))
+        return None
+
+    @property
+    def num_updates(self) -> int:
+        records = self.epochs or self.inner
+        return int(records[-1].get("train_num_updates", records[-1].get("num_updates", 0))) if records else 0
+
+    def target_tokens(self) -> float:
+        """Target tokens processed: words per batch times updates, summed over the logged intervals."""
+        tokens, previous = 0.0, 0
+        for record in self.inner:
+            updates = int(record["num_updates"])
+            tokens += float(record["wpb"]) * (updates - previous)
+            previous = updates
+        return tokens
+
+
+def environment() -> Dict[str, str]:
+    """The environment for fairseq subprocesses: quiet warnings, the project importable."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def train(args: Sequence[str], save_dir: Path, description: str, total_updates: int) -> TrainingLog:
+    """Run ``fairseq-train ARGS --save-dir SAVE_DIR`` from scratch, with a progress bar.
+
+    The run writes into ``SAVE_DIR.partial`` and is renamed to ``SAVE_DIR`` on success, so a
+    failed or interrupted run never leaves a checkpoint folder that looks finished. The full
+    log is kept as ``train.log`` inside it.
+    """
+    staging = save_dir.with_name(save_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    command = [sys.executable, "-m", "fairseq_cli.train", *args, "--save-dir", str(staging)]
+    (staging / "command.txt").write_text(" ".join(command) + "\n")
+    log = TrainingLog()
+    with open(staging / "train.log", "w") as log_file, tqdm(
+        total=total_updates, desc=description, unit="upd", dynamic_ncols=True, file=sys.stderr
+    ) as bar:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment()
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            log_file.write(line)
+            record = log.add_line(line)
+            if record is not None:
+                bar.update(int(record["num_updates"]) - bar.n)
+                bar.set_postfix(loss=record.get("loss"), refresh=False)
+        returncode = process.wait()
+    if returncode != 0:
+        tail = "".join((staging / "train.log").read_text().splitlines(keepends=True)[-25:])
+        raise RuntimeError(f"fairseq-train failed (exit {returncode}); log in {staging / 'train.log'}:\n{tail}")
+    shutil.rmtree(save_dir, ignore_errors=True)
+    staging.rename(save_dir)
+    return log
+
+
+def timed(function, *args, **kwargs):
+    """Call ``function`` and return ``(result, wall seconds)``."""
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start

@@ -1,0 +1,162 @@
+"""The quick start: baseline vs intra-distillation on the shipped Multi30k De->En data.
+
+Prepares sentencepiece + fairseq binaries (reused on later runs), trains the same small
+transformer with fairseq's ``label_smoothed_cross_entropy`` and with this project's
+``intra_distillation`` for the same number of updates, translates the test set with beam
+search, scores it with sacreBLEU, and writes ``results.json`` and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import click
+
+from intradist.errors import UserError
+from intradist.fairseq_runs import USER_DIR, timed, train
+from intradist.paths import REPO_ROOT, corpus_dir
+from intradist.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare, translate_and_score
+
+#: A 2+2-layer transformer small enough for 2 CPU cores (docs/quickstart.md gives the timings).
+MODEL_ARGS = [
+    "--arch", "transformer", "--share-all-embeddings",
+    "--encoder-layers", "2", "--decoder-layers", "2",
+    "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
+    "--encoder-ffn-embed-dim", "256", "--decoder-ffn-embed-dim", "256",
+    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+    "--dropout", "0.3", "--attention-dropout", "0.1", "--weight-decay", "0.0001",
+    "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
+    "--lr", "0.002", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "400",
+    "--label-smoothing", "0.1",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the quick start's table: a name and the fairseq flags that select it."""
+
+    name: str
+    criterion_args: List[str]
+
+
+def methods(passes: int, alpha: float, adaptive: bool) -> List[Method]:
+    intra = ["--task", "translation_intra_distillation", "--criterion", "intra_distillation",
+             "--num-passes", str(passes), "--alpha", str(alpha)]  # fmt: skip
+    if adaptive:
+        intra += ["--adaptive-alpha", "1"]
+    return [
+        Method("baseline", ["--task", "translation", "--criterion", "label_smoothed_cross_entropy"]),
+        Method(f"intra-distillation (K={passes}, α={alpha:g}{', adaptive' if adaptive else ''})", intra),
+    ]
+
+
+def markdown_table(rows: List[Dict[str, object]]) -> str:
+    lines = ["| method | updates | wall time (s) | tokens/s | BLEU |", "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(
+            f"| {row['method']} | {row['updates']} | {row['wall_seconds']:.0f} | "
+            f"{row['tokens_per_second']:.0f} | {row['bleu']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def run_quickstart(
+    out: Path,
+    updates: int,
+    passes: int,
+    alpha: float,
+    adaptive_alpha: bool,
+    cpu: bool,
+    vocab_size: int,
+    max_tokens: int,
+    train_lines: Optional[int],
+    test_lines: Optional[int],
+    seed: int,
+) -> List[Dict[str, object]]:
+    """Run the whole quick start and return its table rows (also written under ``out``)."""
+    import torch
+
+    if updates <= 0:
+        raise UserError(f"--updates must be positive, got {updates}")
+    if passes < 2:
+        raise UserError(f"--passes must be at least 2, got {passes}")
+    use_gpu = torch.cuda.is_available() and not cpu
+    out.mkdir(parents=True, exist_ok=True)
+    data_config = PrepareConfig(vocab_size=vocab_size, max_train_lines=train_lines, max_test_lines=test_lines)
+    click.echo(f"[1/3] preparing Multi30k De->En (sentencepiece {vocab_size}) in {out / 'data-bin'}", err=True)
+    data_bin = prepare(corpus_dir("multi30k"), out / "data-bin", data_config)
+
+    rows = []
+    common = [str(data_bin), "--user-dir", str(USER_DIR), *MODEL_ARGS,
+              "--max-tokens", str(max_tokens), "--max-update", str(updates), "--seed", str(seed),
+              "--log-format", "json", "--log-interval", "25", "--no-epoch-checkpoints",
+              *REQUIRED_BATCH_SIZE_MULTIPLE]  # fmt: skip
+    if not use_gpu:
+        common.append("--cpu")
+    for method in methods(passes, alpha, adaptive_alpha):
+        click.echo(f"[2/3] training {method.name} for {updates} updates on {'GPU' if use_gpu else 'CPU'}", err=True)
+        slug = method.name.split(" ")[0]
+        save_dir = out / slug
+        log, wall = timed(train, [*common, *method.criterion_args], save_dir, slug, updates)
+        click.echo(f"[3/3] translating the test set with {save_dir / 'checkpoint_last.pt'}", err=True)
+        scored = translate_and_score(data_bin, save_dir / "checkpoint_last.pt", cpu=not use_gpu, user_dir=USER_DIR)
+        (save_dir / "test.hyp").write_text("\n".join(scored["hypotheses"]) + "\n", encoding="utf-8")
+        rows.append(
+            {
+                "method": method.name,
+                "criterion_args": method.criterion_args,
+                "updates": log.num_updates,
+                "wall_seconds": wall,
+                "tokens_per_second": log.target_tokens() / (log.training_seconds or wall),
+                "bleu": scored["bleu"],
+                "sacrebleu_signature": scored["signature"],
+                "checkpoint": str(save_dir / "checkpoint_last.pt"),
+            }
+        )
+        click.echo(f"      BLEU {scored['bleu']:.2f}  ({scored['signature']})", err=True)
+
+    table = markdown_table(rows)
+    report = {
+        "rows": rows,
+        "settings": {"updates": updates, "passes": passes, "alpha": alpha, "adaptive_alpha": adaptive_alpha,
+                     "vocab_size": vocab_size, "max_tokens": max_tokens, "train_lines": train_lines,
+                     "test_lines": test_lines, "seed": seed, "device": "cuda" if use_gpu else "cpu"},
+        "model_args": MODEL_ARGS,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    }  # fmt: skip
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "results.md").write_text(f"# Quick start: Multi30k De->En test\n\n{table}\n\nsacreBLEU: {rows[0]['sacrebleu_signature']}\n")
+    return rows
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--updates", default=1500, show_default=True, help="Training updates per method.")
+@click.option("--passes", default=2, show_default=True, help="K, stochastic passes of intra-distillation.")
+@click.option("--alpha", default=1.0, show_default=True, help="Weight of the intra-distillation term.")
+@click.option("--adaptive-alpha/--constant-alpha", default=False, show_default=True, help="Use the paper's alpha schedule.")
+@click.option("--out", type=click.Path(path_type=Path), default=REPO_ROOT / "runs" / "quickstart", show_default=True)
+@click.option("--cpu", is_flag=True, help="Train on the CPU even when a GPU is present.")
+@click.option("--vocab-size", default=1000, show_default=True, help="Joint sentencepiece vocabulary size.")
+@click.option("--max-tokens", default=2000, show_default=True, help="Tokens per batch.")
+@click.option("--train-lines", type=int, default=None, help="Use only the first N training pairs (default: all 29,000).")
+@click.option("--test-lines", type=int, default=None, help="Translate only the first N test sentences (default: all 1,000).")
+@click.option("--seed", default=1, show_default=True)
+def main(**options) -> None:
+    """Baseline vs intra-distillation on the shipped Multi30k De->En data: train, translate, score."""
+    try:
+        rows = run_quickstart(**options)
+    except UserError as error:
+        click.echo(f"intradist-quickstart: {error}", err=True)
+        sys.exit(2)
+    click.echo("\n" + markdown_table(rows))
+    click.echo(f"\nsacreBLEU signature: {rows[0]['sacrebleu_signature']}")
+    click.echo(f"written: {options['out'] / 'results.json'} and {options['out'] / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()
