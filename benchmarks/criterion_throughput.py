@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from intradist.errors import UserError  # noqa: E402
 from intradist.paths import corpus_dir  # noqa: E402
+from intradist.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare  # noqa: E402
 
 TRAIN_INNER = re.compile(r"(?:\| train_inner \| |:train_inner:)(\{.*\})\s*$")
 KD_TARGET = 0.98
@@ -150,6 +151,7 @@ def model_args(data: Path, max_tokens: int, max_update: int, seed: int, device: 
         "--max-tokens", str(max_tokens), "--max-update", str(max_update), "--seed", str(seed),
         "--disable-validation", "--no-save", "--save-dir", str(save_dir),
         "--log-format", "json", "--log-interval", "1", "--num-workers", "0",
+        *REQUIRED_BATCH_SIZE_MULTIPLE,  # the project's convention for every fairseq command
     ]  # fmt: skip
     if device == "cpu":
         args.append("--cpu")
@@ -195,6 +197,7 @@ def run_one(config: Config, common: List[str], env: Dict[str, str], log_path: Pa
         tail = "".join(log_path.read_text(encoding="utf-8").splitlines(keepends=True)[-25:])
         raise click.ClickException(f"{config.name}: fairseq-train exited with {process.returncode} ({log_path}):\n{tail}")
     return {
+        "fairseq_train": shlex.join(["fairseq-train"] + command[3:]),
         "steps": steps,
         "cpu": cpu,
         "tokens": tokens,
@@ -266,8 +269,6 @@ def main(work_dir, device, warmup, updates, repeats, max_tokens, train_lines, th
     """Tokens/s, s/update and peak memory of fairseq's label-smoothed CE, label_smoothed_kd and
     intra_distillation (K=2,3; batch and sequential passes) on a Multi30k subset, with PASS/FAIL
     for the spec's two speed targets."""
-    from intradist.translation import PrepareConfig, prepare
-
     began = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load_start = os.getloadavg()
@@ -292,12 +293,16 @@ def main(work_dir, device, warmup, updates, repeats, max_tokens, train_lines, th
 
     results: Dict[str, List[dict]] = {c.name: [] for c in configs}
     child_env: dict = {}
+    commands: Dict[str, str] = {}
     total = repeats * len(configs)
     for repeat in range(repeats):
         order = configs if repeat % 2 == 0 else list(reversed(configs))
         for config in order:
             raw = run_one(config, common, env, logs / f"{config.key}.r{repeat + 1}.log")
             child_env = raw["env"] or child_env
+            if device == "cuda" and not raw["env"].get("cuda_device"):
+                raise click.ClickException("--device cuda, but fairseq-train found no CUDA device")
+            commands[config.name] = raw["fairseq_train"]
             timing = measure(raw, warmup, updates)
             if len(timing["epochs"]) > 1:
                 click.echo(f"  warning: the timed updates of {config.name} span epochs {timing['epochs']}; "
@@ -344,6 +349,7 @@ def main(work_dir, device, warmup, updates, repeats, max_tokens, train_lines, th
             "step_ratio_over_K": spu / base_spu / config.passes,
             "median_step_ratio_over_K": median_update(config.name) / base_median / config.passes,
             "spread": (max(tps_values) - min(tps_values)) / tps,
+            "fairseq_train": commands[config.name],
             "runs": results[config.name],
         })
 

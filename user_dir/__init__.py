@@ -12,3 +12,6 @@ from user_dir.checkpoint_safety import allow_fairseq_checkpoint_types
 allow_fairseq_checkpoint_types()
 
 from user_dir import criterions, tasks  # noqa: E402,F401  (registration side effects)
+from user_dir.criterions.common import report_configuration_errors_in_one_line  # noqa: E402
+
+report_configuration_errors_in_one_line()

@@ -7,6 +7,8 @@ and checkpoints into the tensors those functions take, and reports metrics fairs
 
 import argparse
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -24,6 +26,29 @@ from user_dir import losses
 
 class ConfigurationError(ValueError):
     """A criterion flag that cannot work; raised while building, before the first update."""
+
+
+def report_configuration_errors_in_one_line() -> None:
+    """Make an uncaught :class:`ConfigurationError` print one line and exit 2 instead of a traceback.
+
+    ``fairseq-train`` builds the criterion inside its own ``main``; a bad flag is a user mistake,
+    so the command line should say what to fix, not show a stack. Other exceptions, and code
+    that catches the error itself, are unaffected.
+    """
+    previous_hook = sys.excepthook
+    if getattr(previous_hook, "reports_configuration_errors", False):
+        return
+
+    def hook(kind, error, traceback):
+        if issubclass(kind, ConfigurationError):
+            print(f"error: {error}", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)  # a plain return would exit 1; atexit handlers have nothing to save here
+        previous_hook(kind, error, traceback)
+
+    hook.reports_configuration_errors = True
+    sys.excepthook = hook
 
 
 @dataclass

@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny fairseq data-bin from the shipped Multi30k data, and a fairseq-train runner."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Sequence
+
+import pytest
+
+from intradist.fairseq_runs import USER_DIR, TrainingLog, environment
+from intradist.paths import corpus_dir
+from intradist.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare
+
+#: A transformer small enough that a few dozen CPU updates take seconds.
+TINY_MODEL = [
+    "--arch", "transformer", "--share-all-embeddings",
+    "--encoder-layers", "1", "--decoder-layers", "1",
+    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+    "--dropout", "0.3", "--optimizer", "adam", "--lr", "0.002",
+    "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "10",
+    "--max-tokens", "1000", "--cpu", "--seed", "1", "--label-smoothing", "0.1",
+    "--log-format", "json", "--log-interval", "1", "--no-epoch-checkpoints",
+    "--disable-validation", *REQUIRED_BATCH_SIZE_MULTIPLE,
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_data_bin(tmp_path_factory) -> Path:
+    """Multi30k De->En, first 2,000 training pairs and 20 test sentences, sentencepiece 500."""
+    out = tmp_path_factory.mktemp("multi30k") / "data-bin"
+    config = PrepareConfig(vocab_size=500, max_train_lines=2000, max_test_lines=20)
+    return prepare(corpus_dir("multi30k"), out, config)
+
+
+def run_fairseq_train(data_bin: Path, save_dir: Path, extra: Sequence[str], check: bool = True):
+    """``fairseq-train`` with the tiny model and ``extra`` flags; returns (process, parsed log)."""
+    command: List[str] = [sys.executable, "-m", "fairseq_cli.train", str(data_bin), "--user-dir", str(USER_DIR),
+                          *TINY_MODEL, "--save-dir", str(save_dir), *extra]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment())
+    if check and completed.returncode != 0:
+        raise AssertionError(f"fairseq-train failed:\n{completed.stderr[-4000:]}")
+    log = TrainingLog()
+    for line in (completed.stdout + completed.stderr).splitlines():
+        log.add_line(line)
+    return completed, log
+
+
+@pytest.fixture(scope="session")
+def teacher_checkpoint(tiny_data_bin, tmp_path_factory) -> Path:
+    """A real fairseq checkpoint to distil from: fairseq's own criterion, 20 updates."""
+    save_dir = tmp_path_factory.mktemp("teacher")
+    run_fairseq_train(tiny_data_bin, save_dir, ["--criterion", "label_smoothed_cross_entropy", "--max-update", "20"])
+    return save_dir / "checkpoint_last.pt"
