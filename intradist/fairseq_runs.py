@@ -53,11 +53,11 @@ class TrainingLog:
         return int(records[-1].get("train_num_updates", records[-1].get("num_updates", 0))) if records else 0
 
     def target_tokens(self) -> float:
-        """Target tokens processed: words per batch times updates, summed over the logged intervals."""
+        """Target tokens processed: each epoch's words per batch times its updates, summed."""
         tokens, previous = 0.0, 0
-        for record in self.inner:
-            updates = int(record["num_updates"])
-            tokens += float(record["wpb"]) * (updates - previous)
+        for record in self.epochs:
+            updates = int(record["train_num_updates"])
+            tokens += float(record["train_wpb"]) * (updates - previous)
             previous = updates
         return tokens
 

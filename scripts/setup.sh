@@ -38,16 +38,22 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_value" ]; then
     exit 0
 fi
 
+# pip as configured on some machines warns about every missing local index folder; keep real errors.
+pip_install() {
+    "$venv/bin/pip" install --quiet "$@" 2>&1 | grep -v "^WARNING: Location '.*' is ignored" || true
+    return "${PIPESTATUS[0]}"
+}
+
 if [ ! -x "$venv/bin/python" ]; then
     echo "setup.sh: creating $venv (first time: torch, and fairseq-fixed compiled from source, about 5 minutes)"
     "$python" -m venv "$venv"
 fi
 if [ -f "$venv/.requirements-installed" ] && [ "$(cat "$venv/.requirements-installed")" = "$requirements_key" ]; then
     # Same pins, another clone or changed package metadata: only re-point the editable install.
-    "$venv/bin/pip" install --quiet --no-deps -e .
+    pip_install --no-deps -e .
 else
-    "$venv/bin/pip" install --quiet -r requirements.txt
-    "$venv/bin/pip" install --quiet -e .
+    pip_install -r requirements.txt
+    pip_install -e .
     echo "$requirements_key" > "$venv/.requirements-installed"
 fi
 "$venv/bin/python" -c 'import torch, torchvision, fairseq, user_dir' 2>/dev/null || {

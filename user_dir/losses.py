@@ -18,6 +18,7 @@ from typing import Literal, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 Divergence = Literal["x", "js"]
 Reduction = Literal["sum", "mean", "none"]
@@ -57,6 +58,7 @@ def intra_distillation_loss(
     divergence: Divergence = "x",
     mask: Optional[torch.Tensor] = None,
     reduction: Reduction = "sum",
+    inputs_are_log_probs: bool = False,
 ) -> torch.Tensor:
     """Divergence between K stochastic passes and their mean distribution (Xu et al. 2022, Eq. 3).
 
@@ -69,22 +71,59 @@ def intra_distillation_loss(
 
     ``mask`` (shape ``[...]``, True = the position counts) drops padding. ``reduction`` is
     ``"sum"`` over positions (fairseq's convention), ``"mean"`` over counted positions, or
-    ``"none"`` (one value per position, zero where masked out).
+    ``"none"`` (one value per position, zero where masked out). ``inputs_are_log_probs=True``
+    says the tensors are already log-softmax outputs (as a criterion has them for its
+    cross-entropy), which saves recomputing K log-softmaxes over the vocabulary.
     """
     if len(logits) < 2:
         raise ValueError(f"intra-distillation needs at least 2 passes, got {len(logits)}")
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-    log_p = torch.stack([F.log_softmax(_at_least_float32(x), dim=-1) for x in logits])  # [K, ..., V]
-    num_passes = log_p.size(0)
-    log_m = torch.logsumexp(log_p, dim=0) - math.log(num_passes)  # log of the mean distribution
-    p = log_p.exp()
-    log_ratio = log_p - log_m
-    if divergence == "x":
-        per_position = ((p - log_m.exp()) * log_ratio).sum(dim=-1).mean(dim=0)
+    if inputs_are_log_probs:
+        log_p = torch.stack([_at_least_float32(x) for x in logits])  # [K, ..., V]
     else:
-        per_position = (p * log_ratio).sum(dim=-1).mean(dim=0)
+        log_p = torch.stack([F.log_softmax(_at_least_float32(x), dim=-1) for x in logits])
+    per_position = _PassDivergence.apply(log_p, divergence == "x")
     return _reduce(per_position, mask, reduction)
+
+
+class _PassDivergence(torch.autograd.Function):
+    """Per-position divergence of K passes from their mean, with a closed-form gradient.
+
+    Input: log-probabilities l_i = log p_i, stacked ``[K, ..., V]``; output ``[...]``.
+    Autograd through the plain expression would keep about five ``[K, ..., V]`` tensors for the
+    backward; this keeps only the input and recomputes p_i. With m = mean_i p_i and L = log m,
+    the gradients with respect to l_j (using sum_i (p_i - m) = 0 and sum_i p_i = K m) are
+
+        X:  dX/dl_j = (p_j (l_j - mean_i l_i + 1) - m) / K
+        JS: dJ/dl_j = p_j (l_j - L) / K
+    """
+
+    @staticmethod
+    def forward(ctx, log_p: torch.Tensor, x_divergence: bool) -> torch.Tensor:
+        p = log_p.exp()
+        mean_p = p.mean(dim=0)
+        # where m underflows to 0 every p_i is 0 too; the clamp keeps 0 * log(tiny) = 0, not 0 * inf
+        log_m = mean_p.clamp_min(torch.finfo(mean_p.dtype).tiny).log()
+        weight = p - mean_p if x_divergence else p
+        per_position = (weight * (log_p - log_m)).sum(dim=-1).mean(dim=0)
+        ctx.save_for_backward(log_p)
+        ctx.x_divergence = x_divergence
+        return per_position
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):
+        (log_p,) = ctx.saved_tensors
+        num_passes = log_p.size(0)
+        p = log_p.exp()
+        scale = grad_output.unsqueeze(-1) / num_passes
+        if ctx.x_divergence:
+            grad = (p * (log_p - log_p.mean(dim=0) + 1.0) - p.mean(dim=0)) * scale
+        else:
+            log_m = p.mean(dim=0).clamp_min(torch.finfo(p.dtype).tiny).log()
+            grad = p * (log_p - log_m) * scale
+        return grad, None
 
 
 def adaptive_alpha(step: float, max_step: float, alpha: float, p: float, q: float) -> float:

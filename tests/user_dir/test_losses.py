@@ -679,3 +679,18 @@ def test_label_smoothed_rejects_unknown_reduction():
     lprobs, target = _lprobs_and_target(seed=94)
     with pytest.raises(ValueError, match="'avg'"):
         label_smoothed_nll_loss(lprobs, target, 0.1, reduction="avg")
+
+
+@pytest.mark.parametrize("divergence", ["x", "js"])
+def test_intra_distillation_accepts_log_probabilities_and_gives_the_same_value_and_gradient(divergence):
+    torch.manual_seed(3)
+    logits = [torch.randn(2, 3, 7, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    from_logits = intra_distillation_loss(logits, divergence)
+    (grads_from_logits,) = [torch.autograd.grad(from_logits, logits)]
+    from_log_probs = intra_distillation_loss(
+        [torch.log_softmax(x, -1) for x in logits], divergence, inputs_are_log_probs=True
+    )
+    (grads_from_log_probs,) = [torch.autograd.grad(from_log_probs, logits)]
+    assert from_log_probs.item() == pytest.approx(from_logits.item(), rel=1e-12)
+    for a, b in zip(grads_from_logits, grads_from_log_probs):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)

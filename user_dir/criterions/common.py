@@ -119,11 +119,13 @@ class DistillationCriterion(FairseqCriterion):
         logits = net_output[0]
         return logits[:, self.ignore_prefix_size :, :].contiguous() if self.ignore_prefix_size > 0 else logits
 
-    def smoothed_ce(self, model, net_output, target: torch.Tensor, reduce: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        """fairseq's label-smoothed CE of one pass (through the model's own normalisation)."""
+    def log_probs_of(self, model, net_output) -> torch.Tensor:
+        """The model's own log-probabilities ``[B, T, V]`` (float32), minus ignored prefix positions."""
         lprobs = model.get_normalized_probs(net_output, log_probs=True)
-        if self.ignore_prefix_size > 0:
-            lprobs = lprobs[:, self.ignore_prefix_size :, :].contiguous()
+        return lprobs[:, self.ignore_prefix_size :, :].contiguous() if self.ignore_prefix_size > 0 else lprobs
+
+    def smoothed_ce(self, lprobs: torch.Tensor, target: torch.Tensor, reduce: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """fairseq's label-smoothed CE (and NLL) of one pass, from its log-probabilities."""
         return losses.label_smoothed_nll_loss(
             lprobs.view(-1, lprobs.size(-1)),
             target.view(-1),
@@ -152,11 +154,8 @@ class DistillationCriterion(FairseqCriterion):
         )
         return loss if reduce else loss.reshape(-1)
 
-    def accuracy(self, model, net_output, target: torch.Tensor) -> Tuple[int, int]:
+    def accuracy(self, lprobs: torch.Tensor, target: torch.Tensor) -> Tuple[int, int]:
         """Correct argmax predictions and counted positions, for ``--report-accuracy``."""
-        lprobs = model.get_normalized_probs(net_output, log_probs=True)
-        if self.ignore_prefix_size > 0:
-            lprobs = lprobs[:, self.ignore_prefix_size :, :]
         mask = target.ne(self.padding_idx)
         n_correct = lprobs.argmax(-1).masked_select(mask).eq(target.masked_select(mask)).sum()
         return utils.item(n_correct.data), utils.item(mask.sum().data)

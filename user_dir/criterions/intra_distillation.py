@@ -124,16 +124,16 @@ class IntraDistillationCriterion(DistillationCriterion):
         mask = target.ne(self.padding_idx)
         teacher_logits = self.teacher_logits(model, sample)
 
-        pass_logits, supervised, nll_loss, kd = [], 0.0, 0.0, 0.0
+        pass_log_probs, supervised, nll_loss, kd = [], 0.0, 0.0, 0.0
         for net_output in net_outputs:
-            logits = self.logits_of(model, net_output)
-            pass_logits.append(logits)
-            ce, nll = self.smoothed_ce(model, net_output, target, reduce)
+            lprobs = self.log_probs_of(model, net_output)
+            pass_log_probs.append(lprobs)
+            ce, nll = self.smoothed_ce(lprobs, target, reduce)
             nll_loss = nll_loss + nll / num_passes
             if teacher_logits is None:
                 supervised = supervised + ce / num_passes
             else:
-                pass_kd = self.distill(logits, teacher_logits, mask, reduce)
+                pass_kd = self.distill(self.logits_of(model, net_output), teacher_logits, mask, reduce)
                 kd = kd + pass_kd / num_passes
                 supervised = supervised + ((1.0 - self.kd_weight) * ce + self.kd_weight * pass_kd) / num_passes
 
@@ -141,9 +141,11 @@ class IntraDistillationCriterion(DistillationCriterion):
         extra = {}
         if num_passes > 1:
             alpha = self.current_alpha()
+            # the log-probabilities the CE used, so the vocabulary-wide log-softmax runs once per pass
             intra = losses.intra_distillation_loss(
-                pass_logits, self.divergence, mask=mask, reduction="sum" if reduce else "none"
-            )
+                pass_log_probs, self.divergence, mask=mask, reduction="sum" if reduce else "none",
+                inputs_are_log_probs=True,
+            )  # fmt: skip
             intra = intra if reduce else intra.reshape(-1)
             loss = loss + alpha * intra
             extra["intra_distillation_loss"] = intra.data
@@ -154,5 +156,5 @@ class IntraDistillationCriterion(DistillationCriterion):
         if teacher_logits is not None:
             logging_output["kd_loss"] = kd.data
         if self.report_accuracy:
-            logging_output["n_correct"], logging_output["total"] = self.accuracy(model, net_outputs[0], target)
+            logging_output["n_correct"], logging_output["total"] = self.accuracy(pass_log_probs[0], target)
         return loss, logging_output["sample_size"], logging_output

@@ -31,7 +31,8 @@ class LabelSmoothedKDCriterion(DistillationCriterion):
     def forward(self, model, sample, reduce=True):
         net_output = model(**sample["net_input"])
         target = self.target_of(model, sample, net_output)
-        loss, nll_loss = self.smoothed_ce(model, net_output, target, reduce)
+        lprobs = self.log_probs_of(model, net_output)
+        loss, nll_loss = self.smoothed_ce(lprobs, target, reduce)
         teacher_logits = self.teacher_logits(model, sample)
         kd = None
         if teacher_logits is not None:
@@ -43,7 +44,7 @@ class LabelSmoothedKDCriterion(DistillationCriterion):
         if kd is not None:
             logging_output["kd_loss"] = kd.data
         if self.report_accuracy:
-            logging_output["n_correct"], logging_output["total"] = self.accuracy(model, net_output, target)
+            logging_output["n_correct"], logging_output["total"] = self.accuracy(lprobs, target)
         return loss, logging_output["sample_size"], logging_output
 
     def check_teacher(self, model) -> None:

@@ -1,0 +1,62 @@
+"""Data preparation and output parsing of the translation pipeline."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from intradist.errors import UserError
+from intradist.paths import DATA_ENV_VAR, corpus_dir, data_root
+from intradist.translation import PrepareConfig, detokenized_hypotheses, prepare, read_lines
+
+
+def write_corpus(folder, pairs=40):
+    folder.mkdir(parents=True)
+    for stem in ("train", "val", "test"):
+        for lang, word in (("de", "hallo welt"), ("en", "hello world")):
+            with gzip.open(folder / f"{stem}.{lang}.gz", "wt") as handle:
+                handle.writelines(f"{word} {i}\n" for i in range(pairs))
+
+
+def test_data_root_honours_the_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_ENV_VAR, str(tmp_path))
+    assert data_root() == tmp_path.resolve()
+    with pytest.raises(UserError, match=f"{tmp_path.resolve() / 'multi30k'}: corpus 'multi30k' not found"):
+        corpus_dir("multi30k")
+
+
+def test_shipped_multi30k_has_the_documented_sizes():
+    folder = corpus_dir("multi30k")
+    sizes = {name: len(read_lines(folder / f"{name}.gz")) for name in ("train.de", "train.en", "val.en", "test.de")}
+    assert sizes == {"train.de": 29000, "train.en": 29000, "val.en": 1014, "test.de": 1000}
+
+
+def test_prepare_builds_a_fairseq_data_bin_and_reuses_it(tmp_path):
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus)
+    out = tmp_path / "bin"
+    config = PrepareConfig(vocab_size=30, max_test_lines=5)
+    prepare(corpus, out, config)
+    for name in ("dict.de.txt", "dict.en.txt", "spm.model", "train.de-en.de.bin", "test.de-en.en.idx"):
+        assert (out / name).is_file(), name
+    assert read_lines(out / "ref.test.en") == [f"hello world {i}" for i in range(5)]
+    stamp = (out / "spm.model").stat().st_mtime_ns
+    prepare(corpus, out, config)
+    assert (out / "spm.model").stat().st_mtime_ns == stamp
+    with pytest.raises(UserError, match="prepared differently"):
+        prepare(corpus, out, PrepareConfig(vocab_size=31))
+
+
+def test_prepare_names_the_missing_file_and_leaves_no_output(tmp_path):
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus)
+    (corpus / "val.en.gz").unlink()
+    with pytest.raises(UserError, match=r"corpus: missing val\.en\(\.gz\)"):
+        prepare(corpus, tmp_path / "bin", PrepareConfig(vocab_size=30))
+    assert not (tmp_path / "bin").exists()
+
+
+def test_detokenized_hypotheses_are_in_corpus_order_and_keep_empty_ones():
+    output = "S-1\tquelle\nD-1\t-0.5\tsecond one\nH-0\t-1\tx\nD-0\t-1.25\tfirst\nD-2\t-3\t\n"
+    assert detokenized_hypotheses(output) == ["first", "second one", ""]
