@@ -28,6 +28,7 @@ def run_rounds(
     kd_weight: float,
     kd_temperature: float,
     cpu: bool,
+    max_tokens: int = 2000,
     fairseq_args: Sequence[str] = (),
 ) -> List[Dict[str, object]]:
     """Train round 0 (``label_smoothed_cross_entropy``) and ``rounds`` self-distillation rounds."""
@@ -36,6 +37,7 @@ def run_rounds(
     if rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {rounds}")
     common = [str(data_bin), "--user-dir", str(USER_DIR), *MODEL_ARGS, "--max-update", str(updates),
+              "--max-tokens", str(max_tokens),
               "--log-format", "json", "--log-interval", "25", "--no-epoch-checkpoints",
               *REQUIRED_BATCH_SIZE_MULTIPLE, *(["--cpu"] if cpu else []), *fairseq_args]  # fmt: skip
     results = []
@@ -68,13 +70,14 @@ def run_rounds(
 @click.option("--updates", default=1500, show_default=True, help="Training updates per round.")
 @click.option("--kd-weight", default=0.5, show_default=True, help="beta of the KD term.")
 @click.option("--kd-temperature", default=1.0, show_default=True)
-@click.option("--cpu", is_flag=True)
+@click.option("--max-tokens", default=2000, show_default=True, help="Tokens per batch.")
+@click.option("--cpu", is_flag=True, help="Train and translate on the CPU even when a GPU is present.")
 @click.argument("fairseq_args", nargs=-1, type=click.UNPROCESSED)
-def main(data_bin: Path, out: Path, rounds: int, updates: int, kd_weight: float, kd_temperature: float, cpu: bool,
-         fairseq_args: Sequence[str]) -> None:  # fmt: skip
+def main(data_bin: Path, out: Path, rounds: int, updates: int, kd_weight: float, kd_temperature: float,
+         max_tokens: int, cpu: bool, fairseq_args: Sequence[str]) -> None:  # fmt: skip
     """Self-distillation rounds on DATA_BIN; extra FAIRSEQ_ARGS (after --) go to every fairseq-train."""
     try:
-        results = run_rounds(data_bin, out, rounds, updates, kd_weight, kd_temperature, cpu, fairseq_args)
+        results = run_rounds(data_bin, out, rounds, updates, kd_weight, kd_temperature, cpu, max_tokens, fairseq_args)
     except UserError as error:
         click.echo(f"intradist-self-distill: {error}", err=True)
         sys.exit(2)

@@ -105,8 +105,9 @@ class _PassDivergence(torch.autograd.Function):
         mean_p = p.mean(dim=0)
         # where m underflows to 0 every p_i is 0 too; the clamp keeps 0 * log(tiny) = 0, not 0 * inf
         log_m = mean_p.clamp_min(torch.finfo(mean_p.dtype).tiny).log()
-        weight = p - mean_p if x_divergence else p
-        per_position = (weight * (log_p - log_m)).sum(dim=-1).mean(dim=0)
+        weighted = log_p - log_m
+        weighted.mul_(p.sub_(mean_p) if x_divergence else p)  # in place: these are full-vocabulary tensors
+        per_position = weighted.sum(dim=-1).mean(dim=0)
         ctx.save_for_backward(log_p)
         ctx.x_divergence = x_divergence
         return per_position
@@ -119,10 +120,12 @@ class _PassDivergence(torch.autograd.Function):
         p = log_p.exp()
         scale = grad_output.unsqueeze(-1) / num_passes
         if ctx.x_divergence:
-            grad = (p * (log_p - log_p.mean(dim=0) + 1.0) - p.mean(dim=0)) * scale
+            grad = log_p - log_p.mean(dim=0)
+            grad.add_(1.0).mul_(p).sub_(p.mean(dim=0))
         else:
-            log_m = p.mean(dim=0).clamp_min(torch.finfo(p.dtype).tiny).log()
-            grad = p * (log_p - log_m) * scale
+            grad = log_p - p.mean(dim=0).clamp_min(torch.finfo(p.dtype).tiny).log()
+            grad.mul_(p)
+        grad.mul_(scale)
         return grad, None
 
 

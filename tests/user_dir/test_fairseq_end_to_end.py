@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 import subprocess
 import sys
 
@@ -117,3 +118,42 @@ def test_bad_configuration_fails_before_training_with_one_line(flags, message, t
     assert log.num_updates == 0
     assert message in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def train_two_processes(data_bin, save_dir, flags):
+    """Two CPU ranks over gloo on loopback; fairseq's own spawning needs one GPU per rank."""
+    port = free_loopback_port()
+    processes = []
+    for rank in (0, 1):
+        command = [sys.executable, "-m", "fairseq_cli.train", str(data_bin), "--user-dir", str(USER_DIR),
+                   *TINY_MODEL, "--save-dir", str(save_dir), *flags, "--distributed-world-size", "2",
+                   "--distributed-rank", str(rank), "--distributed-no-spawn", "--distributed-backend", "gloo",
+                   "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--ddp-backend", "legacy_ddp",
+                   "--device-id", "0"]  # fmt: skip
+        processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                          env={**environment(), "OMP_NUM_THREADS": "1"}))  # fmt: skip
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    log = TrainingLog()
+    for line in outputs[0].splitlines():
+        log.add_line(line)
+    return log
+
+
+def test_two_process_cpu_training_and_resume_with_intra_distillation(tiny_data_bin, tmp_path):
+    flags = [*INTRA, "--adaptive-alpha", "--alpha-p", "1.5", "--alpha-q", "10"]
+    first = train_two_processes(tiny_data_bin, tmp_path, [*flags, "--max-update", "5"])
+    assert first.num_updates == 5
+    # resuming broadcasts the state rank 0 loaded (its config included) to rank 1 through torch.load
+    resumed = train_two_processes(tiny_data_bin, tmp_path, [*flags, "--max-update", "10"])
+    alphas = {int(r["num_updates"]): float(r["alpha"]) for r in resumed.inner}
+    assert sorted(alphas) == [6, 7, 8, 9, 10]
+    for update, value in alphas.items():
+        assert value == pytest.approx(paper_alpha(update - 1, 10, 5.0, 1.5, 10.0), abs=1e-3)
+    assert alphas[6] < 5.0 and alphas[10] == 5.0
