@@ -56,6 +56,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from intradist.errors import UserError  # noqa: E402
+from intradist.fairseq_runs import transformer_args  # noqa: E402
 from intradist.paths import corpus_dir  # noqa: E402
 from intradist.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare  # noqa: E402
 
@@ -140,11 +141,7 @@ CONFIGS: List[Config] = [
 def model_args(data: Path, max_tokens: int, max_update: int, seed: int, device: str, save_dir: Path) -> List[str]:
     args = [
         str(data),
-        "--arch", "transformer", "--share-all-embeddings",
-        "--encoder-layers", "2", "--decoder-layers", "2",
-        "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
-        "--encoder-ffn-embed-dim", "256", "--decoder-ffn-embed-dim", "256",
-        "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+        *transformer_args(layers=2, embed_dim=64, ffn_dim=256, heads=4),
         "--dropout", "0.3", "--label-smoothing", "0.1",
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "5e-4",
         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4000",

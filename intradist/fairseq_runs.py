@@ -62,6 +62,17 @@ class TrainingLog:
         return tokens
 
 
+def transformer_args(layers: int, embed_dim: int, ffn_dim: int, heads: int) -> List[str]:
+    """fairseq flags for a small encoder-decoder ``transformer`` with shared embeddings."""
+    return [
+        "--arch", "transformer", "--share-all-embeddings",
+        "--encoder-layers", str(layers), "--decoder-layers", str(layers),
+        "--encoder-embed-dim", str(embed_dim), "--decoder-embed-dim", str(embed_dim),
+        "--encoder-ffn-embed-dim", str(ffn_dim), "--decoder-ffn-embed-dim", str(ffn_dim),
+        "--encoder-attention-heads", str(heads), "--decoder-attention-heads", str(heads),
+    ]  # fmt: skip
+
+
 def environment() -> Dict[str, str]:
     """The environment for fairseq subprocesses: quiet warnings, the project importable."""
     env = dict(os.environ)

@@ -8,6 +8,7 @@ search, scores it with sacreBLEU, and writes ``results.json`` and ``results.md``
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import platform
 import sys
@@ -18,17 +19,13 @@ from typing import Dict, List, Optional
 import click
 
 from intradist.errors import UserError
-from intradist.fairseq_runs import USER_DIR, timed, train
+from intradist.fairseq_runs import USER_DIR, timed, train, transformer_args
 from intradist.paths import REPO_ROOT, corpus_dir
 from intradist.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare, translate_and_score
 
 #: A 2+2-layer transformer small enough for 2 CPU cores (docs/quickstart.md gives the timings).
 MODEL_ARGS = [
-    "--arch", "transformer", "--share-all-embeddings",
-    "--encoder-layers", "2", "--decoder-layers", "2",
-    "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
-    "--encoder-ffn-embed-dim", "256", "--decoder-ffn-embed-dim", "256",
-    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+    *transformer_args(layers=2, embed_dim=64, ffn_dim=256, heads=4),
     "--dropout", "0.3", "--attention-dropout", "0.1", "--weight-decay", "0.0001",
     "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
     "--lr", "0.002", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "400",
@@ -87,8 +84,12 @@ def run_quickstart(
         raise UserError(f"--passes must be at least 2, got {passes}")
     use_gpu = torch.cuda.is_available() and not cpu
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("results.json", "results.md"):  # a failed run must not leave an older table looking current
+        (out / stale).unlink(missing_ok=True)
     data_config = PrepareConfig(vocab_size=vocab_size, max_train_lines=train_lines, max_test_lines=test_lines)
-    click.echo(f"[1/3] preparing Multi30k De->En (sentencepiece {vocab_size}) in {out / 'data-bin'}", err=True)
+    runs = methods(passes, alpha, adaptive_alpha)
+    steps = 1 + 2 * len(runs)
+    click.echo(f"[1/{steps}] preparing Multi30k De->En (sentencepiece {vocab_size}) in {out / 'data-bin'}", err=True)
     data_bin = prepare(corpus_dir("multi30k"), out / "data-bin", data_config)
 
     rows = []
@@ -98,12 +99,13 @@ def run_quickstart(
               *REQUIRED_BATCH_SIZE_MULTIPLE]  # fmt: skip
     if not use_gpu:
         common.append("--cpu")
-    for method in methods(passes, alpha, adaptive_alpha):
-        click.echo(f"[2/3] training {method.name} for {updates} updates on {'GPU' if use_gpu else 'CPU'}", err=True)
+    for index, method in enumerate(runs):
+        device = "GPU" if use_gpu else "CPU"
+        click.echo(f"[{2 + 2 * index}/{steps}] training {method.name} for {updates} updates on {device}", err=True)
         slug = method.name.split(" ")[0]
         save_dir = out / slug
         log, wall = timed(train, [*common, *method.criterion_args], save_dir, slug, updates)
-        click.echo(f"[3/3] translating the test set with {save_dir / 'checkpoint_last.pt'}", err=True)
+        click.echo(f"[{3 + 2 * index}/{steps}] translating the test set with {save_dir / 'checkpoint_last.pt'}", err=True)
         scored = translate_and_score(data_bin, save_dir / "checkpoint_last.pt", cpu=not use_gpu, user_dir=USER_DIR)
         (save_dir / "test.hyp").write_text("\n".join(scored["hypotheses"]) + "\n", encoding="utf-8")
         rows.append(
@@ -127,7 +129,9 @@ def run_quickstart(
                      "vocab_size": vocab_size, "max_tokens": max_tokens, "train_lines": train_lines,
                      "test_lines": test_lines, "seed": seed, "device": "cuda" if use_gpu else "cpu"},
         "model_args": MODEL_ARGS,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "fairseq": importlib.metadata.version("fairseq-fixed"),
+                     "sacrebleu": importlib.metadata.version("sacrebleu")},
     }  # fmt: skip
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "results.md").write_text(f"# Quick start: Multi30k De->En test\n\n{table}\n\nsacreBLEU: {rows[0]['sacrebleu_signature']}\n")

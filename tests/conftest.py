@@ -9,17 +9,13 @@ from typing import List, Sequence
 
 import pytest
 
-from intradist.fairseq_runs import USER_DIR, TrainingLog, environment
+from intradist.fairseq_runs import USER_DIR, TrainingLog, environment, transformer_args
 from intradist.paths import corpus_dir
 from intradist.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare
 
 #: A transformer small enough that a few dozen CPU updates take seconds.
 TINY_MODEL = [
-    "--arch", "transformer", "--share-all-embeddings",
-    "--encoder-layers", "1", "--decoder-layers", "1",
-    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
-    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+    *transformer_args(layers=1, embed_dim=32, ffn_dim=64, heads=2),
     "--dropout", "0.3", "--optimizer", "adam", "--lr", "0.002",
     "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "10",
     "--max-tokens", "1000", "--cpu", "--seed", "1", "--label-smoothing", "0.1",
@@ -36,10 +32,12 @@ def tiny_data_bin(tmp_path_factory) -> Path:
     return prepare(corpus_dir("multi30k"), out, config)
 
 
-def run_fairseq_train(data_bin: Path, save_dir: Path, extra: Sequence[str], check: bool = True):
+def run_fairseq_train(
+    data_bin: Path, save_dir: Path, extra: Sequence[str], check: bool = True, model_flags: Sequence[str] = TINY_MODEL
+):
     """``fairseq-train`` with the tiny model and ``extra`` flags; returns (process, parsed log)."""
     command: List[str] = [sys.executable, "-m", "fairseq_cli.train", str(data_bin), "--user-dir", str(USER_DIR),
-                          *TINY_MODEL, "--save-dir", str(save_dir), *extra]  # fmt: skip
+                          *model_flags, "--save-dir", str(save_dir), *extra]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, env=environment())
     if check and completed.returncode != 0:
         raise AssertionError(f"fairseq-train failed:\n{completed.stderr[-4000:]}")

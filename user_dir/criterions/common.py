@@ -107,22 +107,23 @@ class DistillationCriterion(FairseqCriterion):
         group = parser.add_argument_group(cls.__name__, conflict_handler="resolve")
         gen_parser_from_dataclass(group, getattr(cls, "__dataclass")())
 
+    def drop_prefix(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` (``[B, T, ...]``) without its first ``--ignore-prefix-size`` target positions."""
+        return tensor[:, self.ignore_prefix_size :].contiguous() if self.ignore_prefix_size > 0 else tensor
+
     def target_of(self, model, sample, net_output) -> torch.Tensor:
-        """The target ``[B, T]``, minus the first ``--ignore-prefix-size`` positions."""
-        target = model.get_targets(sample, net_output)
-        return target[:, self.ignore_prefix_size :].contiguous() if self.ignore_prefix_size > 0 else target
+        """The target ``[B, T]`` whose positions the loss counts."""
+        return self.drop_prefix(model.get_targets(sample, net_output))
 
     def logits_of(self, model, net_output) -> torch.Tensor:
-        """The logits ``[B, T, V]`` of one pass, minus the first ``--ignore-prefix-size`` positions."""
+        """The logits ``[B, T, V]`` of one pass at the counted positions (for KD)."""
         if getattr(getattr(model, "decoder", None), "adaptive_softmax", None) is not None:
-            raise ConfigurationError("this criterion needs full logits; adaptive softmax is not supported")
-        logits = net_output[0]
-        return logits[:, self.ignore_prefix_size :, :].contiguous() if self.ignore_prefix_size > 0 else logits
+            raise ConfigurationError("distillation from a teacher needs full logits; adaptive softmax is not supported")
+        return self.drop_prefix(net_output[0])
 
     def log_probs_of(self, model, net_output) -> torch.Tensor:
-        """The model's own log-probabilities ``[B, T, V]`` (float32), minus ignored prefix positions."""
-        lprobs = model.get_normalized_probs(net_output, log_probs=True)
-        return lprobs[:, self.ignore_prefix_size :, :].contiguous() if self.ignore_prefix_size > 0 else lprobs
+        """The model's own log-probabilities ``[B, T, V]`` (float32) at the counted positions."""
+        return self.drop_prefix(model.get_normalized_probs(net_output, log_probs=True))
 
     def smoothed_ce(self, lprobs: torch.Tensor, target: torch.Tensor, reduce: bool) -> Tuple[torch.Tensor, torch.Tensor]:
         """fairseq's label-smoothed CE (and NLL) of one pass, from its log-probabilities."""
@@ -138,10 +139,7 @@ class DistillationCriterion(FairseqCriterion):
         """Each teacher's logits for the sample (no gradient), or None without a teacher."""
         if self.teacher is None:
             return None
-        logits = self.teacher.logits(model, sample)
-        if self.ignore_prefix_size > 0:
-            logits = [x[:, self.ignore_prefix_size :, :] for x in logits]
-        return logits
+        return [self.drop_prefix(logits) for logits in self.teacher.logits(model, sample)]
 
     def distill(self, student_logits, teacher_logits, mask, reduce: bool) -> torch.Tensor:
         """KD of one student pass towards the teacher (ensemble)."""
