@@ -29,6 +29,7 @@ setup(
             "intradist-prepare-translation=intradist.cli:prepare_translation",
             "intradist-evaluate-translation=intradist.cli:evaluate_translation",
             "intradist-self-distill=intradist.self_distill:main",
+            "intradist-fairseq-flags=intradist.cli:fairseq_flags",
             "analyze-sensitivity=analysis.cli:main",
         ]
     },

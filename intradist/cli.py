@@ -70,3 +70,29 @@ def evaluate_translation(data_bin: Path, checkpoint: Path, split: str, beam: int
                   "signature": scored["signature"]}  # fmt: skip
         with open(json_out, "a") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("criterion", type=click.Choice(["intra_distillation", "label_smoothed_kd", "self_distillation"]))
+@click.option("--task", default="translation_intra_distillation", show_default=True,
+              help="The task whose flags to list beside the criterion's.")  # fmt: skip
+def fairseq_flags(criterion: str, task: str) -> None:
+    """List the fairseq flags of one of this plugin's criterions (and a task), with their help.
+
+    fairseq 0.12's ``fairseq-train --help`` prints its help before it adds any criterion's or
+    task's own flags (for its built-in criterions too), so they never appear there.
+    """
+    import argparse
+
+    import user_dir  # noqa: F401  (registers the plugin)
+    from fairseq.criterions import CRITERION_REGISTRY
+    from fairseq.tasks import TASK_REGISTRY
+
+    if task not in TASK_REGISTRY:
+        fail("intradist-fairseq-flags", UserError(f"--task {task}: not a registered fairseq task"))
+    parser = argparse.ArgumentParser(
+        prog=f"fairseq-train DATA --user-dir user_dir --task {task} --criterion {criterion}", add_help=False
+    )
+    TASK_REGISTRY[task].add_args(parser.add_argument_group(f"task {task}"))
+    CRITERION_REGISTRY[criterion].add_args(parser)
+    click.echo(parser.format_help())

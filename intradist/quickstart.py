@@ -139,9 +139,10 @@ def run_quickstart(
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--updates", default=1500, show_default=True, help="Training updates per method.")
+@click.option("--updates", default=2500, show_default=True, help="Training updates per method.")
 @click.option("--passes", default=2, show_default=True, help="K, stochastic passes of intra-distillation.")
-@click.option("--alpha", default=1.0, show_default=True, help="Weight of the intra-distillation term.")
+@click.option("--alpha", default=0.3, show_default=True,
+              help="Weight of the intra-distillation term (chosen by measurement, see README).")  # fmt: skip
 @click.option("--adaptive-alpha/--constant-alpha", default=False, show_default=True, help="Use the paper's alpha schedule.")
 @click.option("--out", type=click.Path(path_type=Path), default=REPO_ROOT / "runs" / "quickstart", show_default=True)
 @click.option("--cpu", is_flag=True, help="Train on the CPU even when a GPU is present.")

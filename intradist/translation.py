@@ -72,8 +72,6 @@ def prepare(corpus: Path, out: Path, config: PrepareConfig, workers: int = 2) ->
     model ``spm.model``, the references ``ref.{split}.{tgt}`` (raw text, lowercased as the
     training data) and ``prepare.json``.
     """
-    import sentencepiece as spm
-
     marker = out / "prepare.json"
     if marker.is_file() and json.loads(marker.read_text()) == asdict(config):
         return out
@@ -81,9 +79,6 @@ def prepare(corpus: Path, out: Path, config: PrepareConfig, workers: int = 2) ->
         raise UserError(f"{out}: exists but was prepared differently (or not completely); remove it or pick --out")
 
     src, tgt = config.source_lang, config.target_lang
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     texts: Dict[str, Dict[str, List[str]]] = {}
     for split, stem in SPLITS.items():
         limit = config.max_train_lines if split == "train" else config.max_test_lines if split == "test" else None
@@ -93,17 +88,37 @@ def prepare(corpus: Path, out: Path, config: PrepareConfig, workers: int = 2) ->
         if len(texts[split][src]) != len(texts[split][tgt]):
             raise UserError(f"{corpus}: {stem}.{src} and {stem}.{tgt} have different numbers of lines")
 
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _build_data_bin(texts, staging, config, workers)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    staging.rename(out)
+    return out
+
+
+def _build_data_bin(texts: Dict[str, Dict[str, List[str]]], staging: Path, config: PrepareConfig, workers: int) -> None:
+    """Sentencepiece model, encoded splits, references and fairseq binaries, all inside ``staging``."""
+    import sentencepiece as spm
+
+    src, tgt = config.source_lang, config.target_lang
     spm_input = staging / "spm_input.txt"
     _write_lines(spm_input, texts["train"][src] + texts["train"][tgt])
-    spm.SentencePieceTrainer.train(
-        input=str(spm_input),
-        model_prefix=str(staging / "spm"),
-        vocab_size=config.vocab_size,
-        character_coverage=1.0,
-        model_type="unigram",
-        num_threads=workers,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            input=str(spm_input),
+            model_prefix=str(staging / "spm"),
+            vocab_size=config.vocab_size,
+            character_coverage=1.0,
+            model_type="unigram",
+            num_threads=workers,
+            minloglevel=2,
+        )
+    except RuntimeError as error:  # e.g. a vocabulary larger than the data supports
+        raise UserError(f"--vocab-size {config.vocab_size}: sentencepiece refused it ({error})") from error
     spm_input.unlink()
     processor = spm.SentencePieceProcessor(model_file=str(staging / "spm.model"))
     pieces = staging / "pieces"
@@ -125,8 +140,6 @@ def prepare(corpus: Path, out: Path, config: PrepareConfig, workers: int = 2) ->
         raise RuntimeError(f"fairseq-preprocess failed:\n{completed.stderr[-3000:]}")
     shutil.rmtree(pieces)
     (staging / "prepare.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    staging.rename(out)
-    return out
 
 
 _HYPOTHESIS_LINE = re.compile(r"^D-(\d+)\t[^\t]*\t(.*)$")

@@ -24,7 +24,7 @@ def test_two_rounds_each_teach_the_next_and_are_scored(tiny_data_bin, tmp_path):
     assert rounds[1]["teacher"] == rounds[0]["checkpoint"] and rounds[2]["teacher"] == rounds[1]["checkpoint"]
     assert all(0 <= r["bleu"] <= 100 for r in rounds)
     assert "self_distillation" in (out / "round2" / "command.txt").read_text()
-    assert '"kd_loss"' in (out / "round2" / "train.log").read_text()
+    assert '"train_kd_loss"' in (out / "round2" / "train.log").read_text()
 
 
 def test_rounds_refuse_a_folder_that_is_not_a_data_bin(tmp_path):

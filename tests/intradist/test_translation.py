@@ -54,7 +54,15 @@ def test_prepare_names_the_missing_file_and_leaves_no_output(tmp_path):
     (corpus / "val.en.gz").unlink()
     with pytest.raises(UserError, match=r"corpus: missing val\.en\(\.gz\)"):
         prepare(corpus, tmp_path / "bin", PrepareConfig(vocab_size=30))
-    assert not (tmp_path / "bin").exists()
+    assert not (tmp_path / "bin").exists() and not (tmp_path / "bin.partial").exists()
+
+
+def test_prepare_reports_an_impossible_vocabulary_and_cleans_up(tmp_path):
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus)
+    with pytest.raises(UserError, match="--vocab-size 5000: sentencepiece refused it"):
+        prepare(corpus, tmp_path / "bin", PrepareConfig(vocab_size=5000))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]
 
 
 def test_detokenized_hypotheses_are_in_corpus_order_and_keep_empty_ones():
