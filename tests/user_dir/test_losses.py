@@ -20,6 +20,7 @@ from user_dir.losses import (
     intra_distillation_loss,
     kd_loss,
     label_smoothed_nll_loss,
+    mix_with_distillation,
 )
 
 LN = math.log
@@ -694,3 +695,12 @@ def test_intra_distillation_accepts_log_probabilities_and_gives_the_same_value_a
     assert from_log_probs.item() == pytest.approx(from_logits.item(), rel=1e-12)
     for a, b in zip(grads_from_logits, grads_from_log_probs):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_mix_with_distillation_weights_the_two_terms_and_checks_beta():
+    supervised, distillation = torch.tensor(2.0), torch.tensor(10.0)
+    assert mix_with_distillation(supervised, distillation, 0.0).item() == 2.0
+    assert mix_with_distillation(supervised, distillation, 0.25).item() == pytest.approx(0.75 * 2 + 0.25 * 10)
+    assert mix_with_distillation(supervised, distillation, 1.0).item() == 10.0
+    with pytest.raises(ValueError, match="kd weight must lie in \\[0, 1\\], got 1.5"):
+        mix_with_distillation(supervised, distillation, 1.5)

@@ -4,7 +4,6 @@ The formulas come from :mod:`user_dir.losses`; this module only turns fairseq sa
 and checkpoints into the tensors those functions take, and reports metrics fairseq's way.
 """
 
-
 import argparse
 import math
 import os

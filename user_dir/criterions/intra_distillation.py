@@ -7,7 +7,6 @@ pass and the passes' mean, summed over the target positions. With a teacher, the
 (1 - beta) * CE_i + beta * KD_i per pass, as in the reproduction's intra x self-distillation grid.
 """
 
-
 from dataclasses import dataclass, field
 from typing import List
 
@@ -135,10 +134,9 @@ class IntraDistillationCriterion(DistillationCriterion):
             else:
                 pass_kd = self.distill(self.logits_of(model, net_output), teacher_logits, mask, reduce)
                 kd = kd + pass_kd / num_passes
-                supervised = supervised + ((1.0 - self.kd_weight) * ce + self.kd_weight * pass_kd) / num_passes
+                supervised = supervised + losses.mix_with_distillation(ce, pass_kd, self.kd_weight) / num_passes
 
-        loss = supervised
-        extra = {}
+        loss, intra, alpha = supervised, None, None
         if num_passes > 1:
             alpha = self.current_alpha()
             # the log-probabilities the CE used, so the vocabulary-wide log-softmax runs once per pass
@@ -148,10 +146,9 @@ class IntraDistillationCriterion(DistillationCriterion):
             )  # fmt: skip
             intra = intra if reduce else intra.reshape(-1)
             loss = loss + alpha * intra
-            extra["intra_distillation_loss"] = intra.data
         logging_output = self.base_logging_output(sample, loss, nll_loss)
-        logging_output.update(extra)
-        if num_passes > 1:
+        if intra is not None:
+            logging_output["intra_distillation_loss"] = intra.data
             logging_output["alpha_x_sample_size"] = alpha * logging_output["sample_size"]
         if teacher_logits is not None:
             logging_output["kd_loss"] = kd.data

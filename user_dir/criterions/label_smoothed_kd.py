@@ -1,10 +1,10 @@
 """``label_smoothed_kd`` and ``self_distillation``: label-smoothed CE plus KD from a frozen teacher."""
 
-
 from dataclasses import dataclass
 
 from fairseq.criterions import register_criterion
 
+from user_dir import losses
 from user_dir.criterions.common import (
     ConfigurationError,
     DistillationCriterion,
@@ -39,7 +39,7 @@ class LabelSmoothedKDCriterion(DistillationCriterion):
             self.check_teacher(model)
             mask = target.ne(self.padding_idx)
             kd = self.distill(self.logits_of(model, net_output), teacher_logits, mask, reduce)
-            loss = (1.0 - self.kd_weight) * loss + self.kd_weight * kd
+            loss = losses.mix_with_distillation(loss, kd, self.kd_weight)
         logging_output = self.base_logging_output(sample, loss, nll_loss)
         if kd is not None:
             logging_output["kd_loss"] = kd.data

@@ -6,7 +6,6 @@ the original intra-distillation code's flags, so an existing command of that rep
 with ``--user-dir user_dir`` added (docs/criterions.md maps them to the criterion's flags).
 """
 
-
 import logging
 from dataclasses import dataclass, field
 
@@ -55,9 +54,10 @@ class TranslationIntraDistillationConfig(TranslationConfig):
 class TranslationIntraDistillationTask(UpdateNumberForwarding, TranslationTask):
     """Translation with the update number forwarded and the original code's flags understood."""
 
-    def build_criterion(self, cfg):
+    def build_criterion(self, cfg, from_checkpoint=False):
+        """fairseq's criterion, or with ``--num-iter`` > 1 intra_distillation built from the original flags."""
         if self.cfg.num_iter <= 1:
-            return super().build_criterion(cfg)
+            return super().build_criterion(cfg, from_checkpoint=from_checkpoint)
         name = cfg._name
         if name == "intra_distillation":
             raise ConfigurationError("give either --num-iter (original code) or --num-passes, not both")
