@@ -62,8 +62,12 @@ def evaluate_translation(data_bin: Path, checkpoint: Path, split: str, beam: int
                 raise UserError(f"{path}: not found; expected {what}")
     except UserError as error:
         fail("intradist-evaluate-translation", error)
-    scored = translate_and_score(data_bin, checkpoint, split=split, beam=beam, batch_size=batch_size, cpu=cpu,
-                                 user_dir=USER_DIR)  # fmt: skip
+    try:
+        scored = translate_and_score(data_bin, checkpoint, split=split, beam=beam, batch_size=batch_size, cpu=cpu,
+                                     user_dir=USER_DIR)  # fmt: skip
+    except RuntimeError as error:  # fairseq-generate refused the checkpoint or the data
+        last_line = str(error).strip().splitlines()[-1]
+        fail("intradist-evaluate-translation", UserError(f"{checkpoint}: fairseq-generate failed: {last_line}"))
     click.echo(f"BLEU {scored['bleu']:.2f}\nsacreBLEU signature: {scored['signature']}")
     if json_out is not None:
         record = {"checkpoint": str(checkpoint), "split": split, "beam": beam, "bleu": scored["bleu"],

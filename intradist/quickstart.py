@@ -82,6 +82,8 @@ def run_quickstart(
         raise UserError(f"--updates must be positive, got {updates}")
     if passes < 2:
         raise UserError(f"--passes must be at least 2, got {passes}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
     use_gpu = torch.cuda.is_available() and not cpu
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("results.json", "results.md"):  # a failed run must not leave an older table looking current

@@ -31,3 +31,12 @@ def test_prepare_names_the_missing_corpus_in_one_line(tmp_path):
         f"intradist-prepare-translation: {tmp_path}: missing train.de(.gz); expected one sentence per line"
     )
     assert not (tmp_path / "bin").exists()
+
+
+def test_evaluate_reports_a_file_that_is_not_a_checkpoint_in_one_line(tiny_data_bin, tmp_path):
+    bogus = tmp_path / "checkpoint.pt"
+    bogus.write_text("not a checkpoint\n")
+    result = CliRunner().invoke(evaluate_translation, [str(tiny_data_bin), str(bogus), "--cpu"])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"intradist-evaluate-translation: {bogus}: fairseq-generate failed: ")
+    assert len(result.output.strip().splitlines()) == 1

@@ -38,3 +38,12 @@ def test_quickstart_rejects_bad_budget_in_one_line(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip() == "intradist-quickstart: --updates must be positive, got 0"
     assert not (tmp_path / "q").exists()
+
+
+def test_quickstart_refuses_a_file_as_output_folder(tmp_path):
+    target = tmp_path / "results.txt"
+    target.write_text("keep me\n")
+    result = CliRunner().invoke(main, ["--out", str(target)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"intradist-quickstart: --out {target}: exists and is not a folder"
+    assert target.read_text() == "keep me\n"

@@ -133,3 +133,10 @@ def test_teacher_with_another_dictionary_is_refused(tiny_data_bin, tmp_path):
     run_fairseq_train(other, tmp_path / "other", ["--criterion", "label_smoothed_cross_entropy", "--max-update", "1"])
     with pytest.raises(ConfigurationError, match="share the student's dictionary"):
         build(tiny_data_bin, "--criterion", "label_smoothed_kd", "--teacher-path", str(tmp_path / "other" / "checkpoint_last.pt"))
+
+
+def test_teacher_that_is_not_a_checkpoint_is_refused_in_one_line(tiny_data_bin, tmp_path):
+    not_a_checkpoint = tmp_path / "teacher.pt"
+    not_a_checkpoint.write_text("these are not weights\n")
+    with pytest.raises(ConfigurationError, match=f"--teacher-path {not_a_checkpoint}: cannot load it as a fairseq"):
+        build(tiny_data_bin, "--criterion", "label_smoothed_kd", "--teacher-path", str(not_a_checkpoint))

@@ -216,15 +216,24 @@ class TeacherEnsemble:
 
     def __init__(self, paths: Sequence[str], task):
         self.paths = [Path(p) for p in paths]
-        for path in self.paths:
-            if not path.is_file():
-                raise ConfigurationError(f"--teacher-path {path}: no such checkpoint file")
-            self._check_dictionary(path, checkpoint_utils.load_checkpoint_to_cpu(str(path)), task)
-        self.models, _ = checkpoint_utils.load_model_ensemble([str(p) for p in self.paths], task=task)
-        for model in self.models:
-            model.eval()
-            model.requires_grad_(False)
+        self.models = [self._load(path, task) for path in self.paths]
         self._placed = False
+
+    @classmethod
+    def _load(cls, path: Path, task):
+        """One teacher: read once (weights-only), checked, built by the student's task, frozen."""
+        if not path.is_file():
+            raise ConfigurationError(f"--teacher-path {path}: no such checkpoint file")
+        try:
+            state = checkpoint_utils.load_checkpoint_to_cpu(str(path))
+        except Exception as error:  # not a checkpoint, or a pickle that weights-only loading refuses
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigurationError(f"--teacher-path {path}: cannot load it as a fairseq checkpoint ({first_line})")
+        cls._check_dictionary(path, state, task)
+        (model,), _ = checkpoint_utils.load_model_ensemble([str(path)], task=task, state=state)
+        model.eval()
+        model.requires_grad_(False)
+        return model
 
     @staticmethod
     def _check_dictionary(path: Path, state: dict, task) -> None:
