@@ -28,7 +28,8 @@ def paper_alpha(t: float, n: float, alpha: float, p: float, q: float) -> float:
     "criterion_args",
     [
         pytest.param(INTRA + ["--adaptive-alpha"], id="intra_distillation"),
-        pytest.param(INTRA + ["--pass-strategy", "sequential", "--divergence", "js"], id="intra_sequential_js"),
+        pytest.param(INTRA + ["--pass-strategy", "batch", "--divergence", "js", "--update-freq", "2"],
+                     id="intra_batch_js_update_freq"),  # fmt: skip
         pytest.param(["--criterion", "label_smoothed_kd"], id="label_smoothed_kd_without_teacher"),
         pytest.param(["--criterion", "label_smoothed_kd", "--teacher-path", "{teacher}"], id="label_smoothed_kd"),
         pytest.param(["--criterion", "self_distillation", "--teacher-path", "{teacher}"], id="self_distillation"),
