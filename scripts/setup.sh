@@ -3,7 +3,8 @@
 #
 # The environment itself lives in a cache outside the clone, keyed by requirements.txt, and
 # .venv is a link to it: a fresh clone on a machine that already built it is ready in seconds.
-#   INTRADIST_VENV_CACHE=DIR   where to keep environments (default ~/.cache/intradist)
+#   INTRADIST_VENV_CACHE=DIR   where to keep environments (default $XDG_CACHE_HOME/intradist,
+#                              else ~/.cache/intradist)
 #   INTRADIST_VENV_CACHE=      (empty) build a plain .venv/ inside the clone instead
 #   PYTHON=python3.11          the interpreter to build it from
 set -euo pipefail
@@ -17,7 +18,11 @@ if ! command -v "$python" >/dev/null 2>&1 || ! "$python" -c 'import sys; sys.exi
 fi
 
 requirements_key=$(sha256sum requirements.txt | cut -c1-12)
-cache=${INTRADIST_VENV_CACHE-$HOME/.cache/intradist}
+if [ -n "${XDG_CACHE_HOME:-}" ]; then default_cache="$XDG_CACHE_HOME/intradist"
+elif [ -n "${HOME:-}" ]; then default_cache="$HOME/.cache/intradist"
+else default_cache=""  # nowhere to cache: a plain .venv inside the clone
+fi
+cache=${INTRADIST_VENV_CACHE-$default_cache}
 if [ -n "$cache" ]; then
     venv="$cache/venv-py311-$requirements_key"
     if [ ! -L .venv ] || [ "$(readlink .venv)" != "$venv" ]; then
