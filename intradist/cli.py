@@ -55,13 +55,10 @@ def prepare_translation(corpus: Optional[Path], out: Path, source_lang: str, tar
 def evaluate_translation(data_bin: Path, checkpoint: Path, split: str, beam: int, batch_size: int, cpu: bool,
                          json_out: Optional[Path]) -> None:  # fmt: skip
     """Translate SPLIT of DATA_BIN with CHECKPOINT (beam search) and print sacreBLEU."""
-    try:
-        for path, what in ((data_bin / "prepare.json", "a data-bin made by intradist-prepare-translation"),
-                           (checkpoint, "a checkpoint file")):  # fmt: skip
-            if not path.is_file():
-                raise UserError(f"{path}: not found; expected {what}")
-    except UserError as error:
-        fail("intradist-evaluate-translation", error)
+    for path, what in ((data_bin / "prepare.json", "a data-bin made by intradist-prepare-translation"),
+                       (checkpoint, "a checkpoint file")):  # fmt: skip
+        if not path.is_file():
+            fail("intradist-evaluate-translation", UserError(f"{path}: not found; expected {what}"))
     try:
         scored = translate_and_score(data_bin, checkpoint, split=split, beam=beam, batch_size=batch_size, cpu=cpu,
                                      user_dir=USER_DIR)  # fmt: skip

@@ -19,7 +19,8 @@ from typing import Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from intradist.paths import REPO_ROOT
+
 USER_DIR = REPO_ROOT / "user_dir"
 
 _JSON_RECORD = re.compile(r"\| (train_inner|train|valid) \| (\{.*\})\s*$")

@@ -23,7 +23,7 @@ from intradist.fairseq_runs import USER_DIR, timed, train, transformer_args
 from intradist.paths import REPO_ROOT, corpus_dir
 from intradist.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare, translate_and_score
 
-#: A 2+2-layer transformer small enough for 2 CPU cores (docs/quickstart.md gives the timings).
+#: A 2+2-layer transformer small enough for 2 CPU cores (the README gives the timings).
 MODEL_ARGS = [
     *transformer_args(layers=2, embed_dim=64, ffn_dim=256, heads=4),
     "--dropout", "0.3", "--attention-dropout", "0.1", "--weight-decay", "0.0001",
@@ -31,6 +31,14 @@ MODEL_ARGS = [
     "--lr", "0.002", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "400",
     "--label-smoothing", "0.1",
 ]  # fmt: skip
+
+
+def training_args(data_bin: Path, updates: int, max_tokens: int, seed: int, cpu: bool) -> List[str]:
+    """``fairseq-train`` flags shared by every run of the commands: data, model, budget, logging."""
+    return [str(data_bin), "--user-dir", str(USER_DIR), *MODEL_ARGS,
+            "--max-tokens", str(max_tokens), "--max-update", str(updates), "--seed", str(seed),
+            "--log-format", "json", "--log-interval", "25", "--no-epoch-checkpoints",
+            *REQUIRED_BATCH_SIZE_MULTIPLE, *(["--cpu"] if cpu else [])]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -95,12 +103,7 @@ def run_quickstart(
     data_bin = prepare(corpus_dir("multi30k"), out / "data-bin", data_config)
 
     rows = []
-    common = [str(data_bin), "--user-dir", str(USER_DIR), *MODEL_ARGS,
-              "--max-tokens", str(max_tokens), "--max-update", str(updates), "--seed", str(seed),
-              "--log-format", "json", "--log-interval", "25", "--no-epoch-checkpoints",
-              *REQUIRED_BATCH_SIZE_MULTIPLE]  # fmt: skip
-    if not use_gpu:
-        common.append("--cpu")
+    common = training_args(data_bin, updates, max_tokens, seed, cpu=not use_gpu)
     for index, method in enumerate(runs):
         device = "GPU" if use_gpu else "CPU"
         click.echo(f"[{2 + 2 * index}/{steps}] training {method.name} for {updates} updates on {device}", err=True)

@@ -16,8 +16,8 @@ import click
 
 from intradist.errors import UserError
 from intradist.fairseq_runs import USER_DIR, train
-from intradist.quickstart import MODEL_ARGS
-from intradist.translation import REQUIRED_BATCH_SIZE_MULTIPLE, translate_and_score
+from intradist.quickstart import training_args
+from intradist.translation import translate_and_score
 
 
 def run_rounds(
@@ -36,10 +36,7 @@ def run_rounds(
         raise UserError(f"{data_bin}: not a data-bin made by intradist-prepare-translation")
     if rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {rounds}")
-    common = [str(data_bin), "--user-dir", str(USER_DIR), *MODEL_ARGS, "--max-update", str(updates),
-              "--max-tokens", str(max_tokens),
-              "--log-format", "json", "--log-interval", "25", "--no-epoch-checkpoints",
-              *REQUIRED_BATCH_SIZE_MULTIPLE, *(["--cpu"] if cpu else []), *fairseq_args]  # fmt: skip
+    common = [*training_args(data_bin, updates, max_tokens, seed=1, cpu=cpu), *fairseq_args]
     results = []
     teacher = None
     for round_number in range(rounds + 1):

@@ -45,8 +45,7 @@ fi
 
 # pip as configured on some machines warns about every missing local index folder; keep real errors.
 pip_install() {
-    "$venv/bin/pip" install --quiet "$@" 2>&1 | grep -v "^WARNING: Location '.*' is ignored" || true
-    return "${PIPESTATUS[0]}"
+    "$venv/bin/pip" install --quiet "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
 }
 
 if [ ! -x "$venv/bin/python" ]; then

@@ -238,11 +238,11 @@ class TeacherEnsemble:
     @staticmethod
     def _check_dictionary(path: Path, state: dict, task) -> None:
         target_dictionary = task.target_dictionary
-        output_weights = [v for k, v in state["model"].items() if k.endswith(("output_projection.weight",))]
-        output_weights = output_weights or [v for k, v in state["model"].items() if k == "decoder.embed_tokens.weight"]
-        if output_weights and output_weights[0].size(0) != len(target_dictionary):
+        weights = state["model"]
+        output_weights = weights.get("decoder.output_projection.weight", weights.get("decoder.embed_tokens.weight"))
+        if output_weights is not None and output_weights.size(0) != len(target_dictionary):
             raise ConfigurationError(
-                f"--teacher-path {path}: the teacher's vocabulary has {output_weights[0].size(0)} entries, "
+                f"--teacher-path {path}: the teacher's vocabulary has {output_weights.size(0)} entries, "
                 f"the student's dictionary {len(target_dictionary)}; the teacher must share the student's dictionary"
             )
         task_cfg = (state.get("cfg") or {}).get("task") or {}
