@@ -151,10 +151,10 @@ def run_quickstart(
 @click.option("--adaptive-alpha/--constant-alpha", default=False, show_default=True, help="Use the paper's alpha schedule.")
 @click.option("--out", type=click.Path(path_type=Path), default=REPO_ROOT / "runs" / "quickstart", show_default=True)
 @click.option("--cpu", is_flag=True, help="Train on the CPU even when a GPU is present.")
-@click.option("--vocab-size", default=1000, show_default=True, help="Joint sentencepiece vocabulary size.")
-@click.option("--max-tokens", default=2000, show_default=True, help="Tokens per batch.")
-@click.option("--train-lines", type=int, default=None, help="Use only the first N training pairs (default: all 29,000).")
-@click.option("--test-lines", type=int, default=None, help="Translate only the first N test sentences (default: all 1,000).")
+@click.option("--vocab-size", type=click.IntRange(min=10), default=1000, show_default=True, help="Joint sentencepiece vocabulary size.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=2000, show_default=True, help="Tokens per batch.")
+@click.option("--train-lines", type=click.IntRange(min=1), default=None, help="Use only the first N training pairs (default: all 29,000).")
+@click.option("--test-lines", type=click.IntRange(min=1), default=None, help="Translate only the first N test sentences (default: all 1,000).")
 @click.option("--seed", default=1, show_default=True)
 def main(**options) -> None:
     """Baseline vs intra-distillation on the shipped Multi30k De->En data: train, translate, score."""
