@@ -30,6 +30,7 @@ setup(
             "intradist-evaluate-translation=intradist.cli:evaluate_translation",
             "intradist-self-distill=intradist.self_distill:main",
             "intradist-fairseq-flags=intradist.cli:fairseq_flags",
+            "intradist-cpu-study=intradist.cpu_study:main",
             "analyze-sensitivity=analysis.cli:main",
         ]
     },
