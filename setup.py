@@ -31,6 +31,9 @@ setup(
             "intradist-self-distill=intradist.self_distill:main",
             "intradist-fairseq-flags=intradist.cli:fairseq_flags",
             "intradist-cpu-study=intradist.cpu_study:main",
+            "intradist-train-translation=intradist.translation_recipe:main",
+            "intradist-evaluate-run=intradist.translation_recipe:evaluate_main",
+            "intradist-results-table=intradist.results:main",
             "analyze-sensitivity=analysis.cli:main",
         ]
     },

@@ -82,20 +82,22 @@ def environment() -> Dict[str, str]:
     return env
 
 
-def train(args: Sequence[str], save_dir: Path, description: str, total_updates: int) -> TrainingLog:
-    """Run ``fairseq-train ARGS --save-dir SAVE_DIR`` from scratch, with a progress bar.
+def train(args: Sequence[str], save_dir: Path, description: str, total_updates: int, resume: bool = False) -> TrainingLog:
+    """Run ``fairseq-train ARGS --save-dir SAVE_DIR`` with a progress bar; the full log goes to ``train.log``.
 
-    The run writes into ``SAVE_DIR.partial`` and is renamed to ``SAVE_DIR`` on success, so a
-    failed or interrupted run never leaves a checkpoint folder that looks finished. The full
-    log is kept as ``train.log`` inside it.
+    By default the run starts from scratch in ``SAVE_DIR.partial``, renamed to ``SAVE_DIR`` on
+    success, so a failed or interrupted run never leaves a folder that looks finished. With
+    ``resume`` it trains in ``SAVE_DIR`` itself and fairseq continues from ``checkpoint_last.pt``
+    (the right choice for long runs); the log is appended to.
     """
-    staging = save_dir.with_name(save_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = save_dir if resume else save_dir.with_name(save_dir.name + ".partial")
+    if not resume:
+        shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "fairseq_cli.train", *args, "--save-dir", str(staging)]
     (staging / "command.txt").write_text(" ".join(command) + "\n")
     log = TrainingLog()
-    with open(staging / "train.log", "w") as log_file, tqdm(
+    with open(staging / "train.log", "a" if resume else "w") as log_file, tqdm(
         total=total_updates, desc=description, unit="upd", dynamic_ncols=True, file=sys.stderr
     ) as bar:
         process = subprocess.Popen(
@@ -112,8 +114,9 @@ def train(args: Sequence[str], save_dir: Path, description: str, total_updates: 
     if returncode != 0:
         tail = "".join((staging / "train.log").read_text().splitlines(keepends=True)[-25:])
         raise RuntimeError(f"fairseq-train failed (exit {returncode}); log in {staging / 'train.log'}:\n{tail}")
-    shutil.rmtree(save_dir, ignore_errors=True)
-    staging.rename(save_dir)
+    if not resume:
+        shutil.rmtree(save_dir, ignore_errors=True)
+        staging.rename(save_dir)
     return log
 
 

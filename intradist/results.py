@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence
+
+import click
 
 from intradist.errors import UserError
 
@@ -48,3 +51,64 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], alig
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+#: IWSLT'14 test BLEU quoted for comparison: (pair, method) -> BLEU. Only values stated in
+#: the sources are listed; the other pairs are left empty rather than guessed.
+PUBLISHED_BLEU = {
+    "paper (Xu et al. 2022)": {("de-en", "baseline"): 33.07, ("de-en", "intra"): 36.10},
+    "reproduction": {("de-en", "baseline"): 32.90, ("de-en", "intra"): 35.11},
+}
+
+METHOD_ORDER = ("baseline", "intra", "kd", "self-distill")
+
+
+def results_table(records: Sequence[Dict[str, object]], digits: int = 2) -> str:
+    """Methods × language pairs, BLEU mean ± std over seeds (n runs), then the published numbers.
+
+    A column is a pair (``de-en``); when the records come from several corpora, each column
+    names its corpus too. Published numbers are quoted for the IWSLT'14 columns only.
+    """
+    for index, record in enumerate(records):
+        missing = [key for key in ("pair", "method", "bleu") if key not in record]
+        if missing:
+            raise UserError(f"record {index + 1} has no {', '.join(missing)}: {json.dumps(record)[:120]}")
+    columns = sorted({(str(r.get("corpus", "iwslt14")), str(r["pair"])) for r in records})
+    several_corpora = len({corpus for corpus, _ in columns}) > 1
+    methods = sorted({str(r["method"]) for r in records},
+                     key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m))  # fmt: skip
+    rows = []
+    for method in methods:
+        cells = []
+        for corpus, pair in columns:
+            scores = [float(r["bleu"]) for r in records
+                      if r["method"] == method and r["pair"] == pair and r.get("corpus", "iwslt14") == corpus]  # fmt: skip
+            cells.append(f"{format_mean_std(scores, digits)} ({len(scores)})" if scores else "—")
+        rows.append([method, *cells])
+    for source, numbers in PUBLISHED_BLEU.items():
+        for method in methods:
+            quoted = [numbers.get((pair, method)) if corpus == "iwslt14" else None for corpus, pair in columns]
+            if any(value is not None for value in quoted):
+                rows.append([f"{method}, {source}", *("—" if value is None else f"{value:.2f}" for value in quoted)])
+    header = [f"{corpus} {pair}" if several_corpora else pair for corpus, pair in columns]
+    return markdown_table(["method", *header], rows)
+
+
+@click.command("intradist-results-table", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("jsonl", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the table to this markdown file.")
+def main(jsonl: Sequence[Path], out: Path | None) -> None:
+    """Collect evaluation JSON lines into the paper's table: methods × pairs, BLEU mean ± std (runs)."""
+    try:
+        records = [record for path in jsonl for record in read_jsonl(path)]
+        if not records:
+            raise UserError(f"{', '.join(map(str, jsonl))}: no evaluation records")
+        table = results_table(records)
+    except UserError as error:
+        click.echo(f"intradist-results-table: {error}", err=True)
+        sys.exit(2)
+    click.echo(table)
+    if out is not None:
+        staging = out.with_name(out.name + ".partial")
+        staging.write_text(table + "\n")
+        staging.rename(out)
