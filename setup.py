@@ -27,6 +27,7 @@ setup(
         "console_scripts": [
             "intradist-quickstart=intradist.quickstart:main",
             "intradist-prepare-translation=intradist.cli:prepare_translation",
+            "intradist-prepare-iwslt14=intradist.iwslt14:main",
             "intradist-evaluate-translation=intradist.cli:evaluate_translation",
             "intradist-self-distill=intradist.self_distill:main",
             "intradist-fairseq-flags=intradist.cli:fairseq_flags",

@@ -71,7 +71,12 @@ def wall_seconds_at(log: TrainingLog, updates: int) -> float:
     raise ValueError(f"the log never reached update {updates}")
 
 
-def tokens_until(log: TrainingLog, updates: int, log_interval: int) -> float:
+def nearest_in_time(log: TrainingLog, saved_updates: Sequence[int], seconds: float) -> int:
+    """The saved update whose training time is closest to ``seconds`` (the earlier one on a tie)."""
+    return min(saved_updates, key=lambda updates: (abs(wall_seconds_at(log, updates) - seconds), updates))
+
+
+def tokens_until(log: TrainingLog, updates: int) -> float:
     """Target tokens trained on up to ``updates`` (words per batch times updates, per log record)."""
     tokens, previous = 0.0, 0
     for record in log.inner:
@@ -151,7 +156,7 @@ def run_study(
             "corpus": "multi30k", "pair": "de-en", "method": run.method, "comparison": comparison,
             "run": run.name, "seed": run.seed, "passes": run.passes, "alpha": alpha if run.passes > 1 else 0.0,
             "updates": at_updates, "train_seconds": seconds,
-            "tokens_per_second": tokens_until(log, at_updates, 25) / seconds,
+            "tokens_per_second": tokens_until(log, at_updates) / seconds,
             "bleu": scored["bleu"], "signature": scored["signature"], "checkpoint": str(checkpoint),
         }  # fmt: skip
         with open(results_path, "a") as handle:
@@ -169,8 +174,7 @@ def run_study(
             evaluate(run, updates, "equal updates")
             target = wall_seconds_at(logs[run], run.updates)
             saved = range(save_every, baseline.updates + 1, save_every)
-            nearest = min(saved, key=lambda u: abs(wall_seconds_at(logs[baseline], u) - target))
-            evaluate(baseline, nearest, f"equal time as intra K={run.passes}")
+            evaluate(baseline, nearest_in_time(logs[baseline], saved, target), f"equal time as intra K={run.passes}")
         plot_loss_curves(logs, out / "loss_curves.png")
         (out / "results.md").write_text(study_report(read_jsonl(results_path), alpha) + "\n")
     return read_jsonl(results_path)

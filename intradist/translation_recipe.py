@@ -17,6 +17,7 @@ continuous integration exercises the very same code path.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,14 +27,13 @@ import click
 
 from intradist.errors import UserError
 from intradist.fairseq_runs import USER_DIR, train, transformer_args
+from intradist.iwslt14 import SOURCE_LANGS
 from intradist.paths import REPO_ROOT, corpus_dir
 from intradist.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare, translate_and_score
 
 METHODS = ("baseline", "intra", "kd", "self-distill")
-IWSLT14_LANGUAGES = ("ar", "de", "es", "fa", "he", "it", "nl", "pl")
 DATA_ROOT = REPO_ROOT / "data-bin" / "iwslt14"
 CHECKPOINT_ROOT = REPO_ROOT / "checkpoints" / "iwslt14"
-SMOKE_ROOT = REPO_ROOT / "runs" / "smoke"
 
 #: The smoke mode's data and model: seconds on a CPU, same commands as the real recipe.
 SMOKE_DATA = PrepareConfig(vocab_size=300, max_train_lines=2000, max_test_lines=30)
@@ -105,16 +105,22 @@ class Recipe:
                 *(["--fp16"] if self.fp16 else []), *(["--cpu"] if self.cpu else [])]  # fmt: skip
 
 
+def smoke_root() -> Path:
+    """Where smoke runs go: ``$INTRADIST_SMOKE_DIR``, else ``runs/smoke`` of the repository."""
+    override = os.environ.get("INTRADIST_SMOKE_DIR")
+    return Path(override) if override else REPO_ROOT / "runs" / "smoke"
+
+
 def default_paths(lang: str, method: str, seed: int, smoke: bool) -> Tuple[Path, Path]:
     """(data-bin, save dir) for a run: ``data-bin/iwslt14/LANG-en`` and ``checkpoints/iwslt14/LANG-en/METHOD-seedS``."""
     if smoke:
-        return SMOKE_ROOT / "data-bin", SMOKE_ROOT / "checkpoints" / f"{method}-seed{seed}"
+        return smoke_root() / "data-bin", smoke_root() / "checkpoints" / f"{method}-seed{seed}"
     return DATA_ROOT / f"{lang}-en", CHECKPOINT_ROOT / f"{lang}-en" / f"{method}-seed{seed}"
 
 
 def smoke_data() -> Path:
     """The smoke mode's data: a Multi30k subset as a tiny data-bin (prepared once, then reused)."""
-    return prepare(corpus_dir("multi30k"), SMOKE_ROOT / "data-bin", SMOKE_DATA)
+    return prepare(corpus_dir("multi30k"), smoke_root() / "data-bin", SMOKE_DATA)
 
 
 def resolve_teacher(recipe: Recipe) -> None:
@@ -208,8 +214,8 @@ def build_recipe(lang: Optional[str], method: Optional[str], smoke: bool, data: 
     lang = lang or ("de" if smoke else None)
     if lang is None or method is None:
         raise UserError("usage: intradist-train-translation LANG METHOD (see --help)")
-    if lang not in IWSLT14_LANGUAGES:
-        raise UserError(f"LANG {lang!r}: not an IWSLT'14 pair of the paper; choose from {', '.join(IWSLT14_LANGUAGES)}")
+    if lang not in SOURCE_LANGS:
+        raise UserError(f"LANG {lang!r}: not an IWSLT'14 pair of the paper; choose from {', '.join(SOURCE_LANGS)}")
     default_data, default_save = default_paths(lang, method, int(settings["seed"]), smoke)
     if smoke:
         data = data or smoke_data()
@@ -238,7 +244,7 @@ def evaluate_run(save_dir: Path, checkpoint_name: str, json_out: Optional[Path],
         raise UserError(f"{checkpoint}: no such checkpoint (has the run finished a validation?)")
     use_gpu = torch.cuda.is_available() and not cpu
     scored = translate_and_score(Path(recipe["data"]), checkpoint, cpu=not use_gpu, user_dir=USER_DIR)
-    json_out = json_out or (SMOKE_ROOT / "results.jsonl" if recipe["smoke"] else REPO_ROOT / "results" / "iwslt14.jsonl")
+    json_out = json_out or (smoke_root() / "results.jsonl" if recipe["smoke"] else REPO_ROOT / "results" / "iwslt14.jsonl")
     record = {"corpus": "multi30k-smoke" if recipe["smoke"] else "iwslt14", "pair": f"{recipe['lang']}-en",
               "method": recipe["method"], "seed": recipe["seed"], "checkpoint": str(checkpoint),
               "beam": 5, "lenpen": 1.0, "bleu": scored["bleu"], "signature": scored["signature"],
@@ -256,7 +262,7 @@ def evaluate_run(save_dir: Path, checkpoint_name: str, json_out: Optional[Path],
 @click.option("--checkpoint", "checkpoint_name", default="checkpoint_best.pt", show_default=True,
               help="Which checkpoint of the folder (the authors evaluate the best validation loss).")  # fmt: skip
 @click.option("--json-out", type=click.Path(path_type=Path), default=None,
-              help="JSON-lines file to append to [default: results/iwslt14.jsonl; smoke: runs/smoke/results.jsonl].")  # fmt: skip
+              help="JSON-lines file to append to [default: results/iwslt14.jsonl; smoke runs: runs/smoke/results.jsonl].")  # fmt: skip
 @click.option("--smoke", is_flag=True, help="Evaluate the smoke run (train it with `train.sh --smoke`).")
 @click.option("--cpu", is_flag=True, help="Translate on the CPU even when a GPU is present.")
 def evaluate_main(checkpoint_dir: Optional[Path], lang: Optional[str], checkpoint_name: str,
