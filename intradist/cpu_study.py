@@ -138,7 +138,7 @@ def run_study(
             click.echo(f"[{index}/{len(runs)}] training {run.method}, seed {run.seed}, {run.updates} updates", err=True)
             args = [*training_args(data_bin, run.updates, max_tokens, run.seed, cpu=True),
                     *run.criterion_args(alpha), "--save-interval-updates", str(save_every),
-                    "--no-save-optimizer-state"]  # fmt: skip
+                    "--no-save-optimizer-state", "--log-interval", str(math.gcd(25, save_every))]  # fmt: skip
             train(args, save_dir, run.name, run.updates)
         return read_log(save_dir)
 

@@ -1,0 +1,64 @@
+"""Evaluation records and the results table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from intradist.errors import UserError
+from intradist.results import format_mean_std, main, read_jsonl, results_table
+
+
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_mean_and_sample_std_over_seeds_by_hand():
+    # mean(35, 36, 37) = 36; sample variance = (1 + 0 + 1) / 2 = 1
+    assert format_mean_std([35.0, 36.0, 37.0]) == "36.00 ± 1.00"
+    assert format_mean_std([33.3]) == "33.30"
+
+
+def test_table_has_methods_as_rows_pairs_as_columns_and_the_published_numbers(tmp_path):
+    records = [
+        {"corpus": "iwslt14", "pair": "de-en", "method": "intra", "bleu": 35.0},
+        {"corpus": "iwslt14", "pair": "de-en", "method": "intra", "bleu": 36.0},
+        {"corpus": "iwslt14", "pair": "de-en", "method": "baseline", "bleu": 33.0},
+        {"corpus": "iwslt14", "pair": "it-en", "method": "baseline", "bleu": 30.0},
+    ]
+    lines = results_table(records).splitlines()
+    assert lines[0] == "| method | de-en | it-en |"
+    assert lines[2] == "| baseline | 33.00 (1) | 30.00 (1) |"
+    assert lines[3] == "| intra | 35.50 ± 0.71 (2) | — |"  # sample std of (35, 36) = 0.7071
+    assert "| baseline, paper (Xu et al. 2022) | 33.07 | — |" in lines
+    assert "| intra, reproduction | 35.11 | — |" in lines
+
+
+def test_columns_name_the_corpus_when_records_mix_corpora():
+    records = [{"corpus": "iwslt14", "pair": "de-en", "method": "baseline", "bleu": 33.0},
+               {"corpus": "multi30k", "pair": "de-en", "method": "baseline", "bleu": 20.0}]  # fmt: skip
+    lines = results_table(records).splitlines()
+    assert lines[0] == "| method | iwslt14 de-en | multi30k de-en |"
+    assert "| baseline, paper (Xu et al. 2022) | 33.07 | — |" in lines
+
+
+def test_a_malformed_line_names_the_file_and_the_line(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    path.write_text('{"pair": "de-en"}\n{oops\n')
+    with pytest.raises(UserError, match=r"runs.jsonl:2: not a JSON object"):
+        read_jsonl(path)
+
+
+def test_command_prints_and_writes_the_table_and_refuses_bad_records(tmp_path):
+    records = _write(tmp_path / "r.jsonl", [{"pair": "de-en", "method": "baseline", "bleu": 33.0}])
+    result = CliRunner().invoke(main, [str(records), "--out", str(tmp_path / "table.md")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "table.md").read_text().strip() == result.output.strip()
+    missing = _write(tmp_path / "bad.jsonl", [{"pair": "de-en", "bleu": 1.0}])
+    result = CliRunner().invoke(main, [str(missing)])
+    assert result.exit_code == 2 and "record 1 has no method" in result.output
+    empty = _write(tmp_path / "empty.jsonl", [])
+    assert CliRunner().invoke(main, [str(empty)]).exit_code == 2
