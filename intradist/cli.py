@@ -11,7 +11,7 @@ import click
 
 from intradist.errors import UserError
 from intradist.fairseq_runs import USER_DIR
-from intradist.paths import corpus_dir
+from intradist.multi30k import multi30k_corpus
 from intradist.translation import PrepareConfig, prepare, translate_and_score
 
 
@@ -32,13 +32,15 @@ def fail(command: str, error: UserError) -> None:
 @click.option("--max-test-lines", type=int, default=None, help="Use only the first N test pairs.")
 @click.option("--lowercase/--keep-case", default=True, show_default=True, help="Lowercase, as the paper's IWSLT'14 pipeline.")
 @click.option("--workers", default=2, show_default=True)
+@click.option("--download", is_flag=True,
+              help="Without --corpus, when the shipped Multi30k is missing: fetch it (checked) into ~/.cache/intradist.")  # fmt: skip
 def prepare_translation(corpus: Optional[Path], out: Path, source_lang: str, target_lang: str, vocab_size: int,
                         max_train_lines: Optional[int], max_test_lines: Optional[int], lowercase: bool,
-                        workers: int) -> None:  # fmt: skip
+                        workers: int, download: bool) -> None:  # fmt: skip
     """Sentencepiece + fairseq-preprocess for a parallel corpus (reused when already prepared)."""
     try:
         config = PrepareConfig(source_lang, target_lang, vocab_size, max_train_lines, max_test_lines, lowercase)
-        done = prepare(corpus or corpus_dir("multi30k"), out, config, workers=workers)
+        done = prepare(corpus or multi30k_corpus(allow_download=download), out, config, workers=workers)
     except UserError as error:
         fail("intradist-prepare-translation", error)
     click.echo(f"prepared {done}")

@@ -52,22 +52,18 @@ interrupted run leaves only ``.partial`` items, and a rerun skips what is comple
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import http.client
 import json
 import re
 import shutil
 import tarfile
-import urllib.error
-import urllib.request
 import zlib
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import click
-from tqdm import tqdm
 
 from intradist.cli import fail
+from intradist.downloads import download, sha256_of
 from intradist.errors import UserError
 from intradist.translation import SPLITS, PrepareConfig, prepare
 
@@ -99,7 +95,6 @@ LOCK_NAME = "iwslt14-archives.sha256"
 _WIT3 = "https://wit3.fbk.eu/archive/2014-01/texts/{src}/en/{src}-en.tgz"
 #: fairseq's public copy of the de-en archive, which replaced the WIT3 link in many prepare-iwslt14.sh copies.
 _FAIRSEQ_DE_EN = "https://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz"
-DOWNLOAD_TIMEOUT_S = 60
 
 _SEG_OPEN = re.compile(r'<seg id="[0-9]*">\s*')
 _SEG_CLOSE = re.compile(r"\s*</seg>\s*")
@@ -217,15 +212,6 @@ def extract_pair(archive: Path, src: str) -> Tuple[Dict[str, Dict[str, List[str]
     return splits, len(raw[src])
 
 
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_lock(lock: Path) -> Dict[str, str]:
     """Archive name -> SHA-256 recorded in a ``sha256sum``-format lock file (empty when there is none)."""
     if not lock.is_file():
@@ -265,38 +251,6 @@ def record_sha256(lock: Path, pair: str, digest: str) -> None:
     partial.replace(lock)
 
 
-def _failure_reason(error: BaseException) -> str:
-    if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code} {error.reason}"
-    if isinstance(error, urllib.error.URLError):
-        return str(error.reason)
-    return str(error) or type(error).__name__
-
-
-def download(urls: Sequence[str], dest: Path) -> None:
-    """Download the first of ``urls`` that answers into ``dest``, via ``dest.partial``, with a progress bar."""
-    partial = dest.with_name(dest.name + ".partial")
-    failures = []
-    for url in urls:
-        try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(partial, "wb") as handle:
-                size = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=size, unit="B", unit_scale=True, desc=f"{dest.name} from {url}") as progress:
-                    for block in iter(lambda: response.read(1 << 20), b""):
-                        handle.write(block)
-                        progress.update(len(block))
-        except (OSError, http.client.HTTPException) as error:  # URLError and socket timeouts are OSErrors
-            partial.unlink(missing_ok=True)
-            failures.append(f"{url} ({_failure_reason(error)})")
-            continue
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        partial.replace(dest)
-        return
-    raise UserError(f"cannot download {', '.join(failures)}; download it by hand and pass --archives DIR")
-
-
 def _archive_in(archives: Path, src: str) -> Path:
     """``{src}-en.tgz`` in a folder of archives, or in the extracted 2014-01 release below it."""
     name = f"{src}-{TARGET_LANG}.tgz"
@@ -319,7 +273,7 @@ def _downloaded_archive(src: str, out: Path) -> Path:
     created = [folder for folder in (out, dest.parent) if not folder.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        download(archive_urls(src), dest)
+        download(archive_urls(src), dest, hint="download it by hand and pass --archives DIR")
     except BaseException:
         for folder in reversed(created):
             with contextlib.suppress(OSError):  # only removed when still empty

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 import intradist.iwslt14 as iwslt14
 from intradist.errors import UserError
-from intradist.iwslt14 import clean_pairs, download, extract_pair, main, split_valid, strip_meta, verified_sha256
+from intradist.downloads import download
+from intradist.iwslt14 import clean_pairs, extract_pair, main, split_valid, strip_meta, verified_sha256
 from intradist.translation import read_lines
 
 
@@ -216,10 +217,10 @@ def test_download_renames_only_a_complete_file_and_removes_a_broken_one(tmp_path
     responses = {"http://good": lambda: Response(b"abcdef"), "http://broken": lambda: BrokenResponse(b"")}
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: responses[url]())
     dest = tmp_path / "de-en.tgz"
-    download(["http://broken", "http://good"], dest)
+    download(["http://broken", "http://good"], dest, hint="download it by hand")
     assert dest.read_bytes() == b"abcdef" and sorted(p.name for p in tmp_path.iterdir()) == ["de-en.tgz"]
     with pytest.raises(UserError, match=r"^cannot download http://broken \(timed out\); download it by hand"):
-        download(["http://broken"], tmp_path / "ar-en.tgz")
+        download(["http://broken"], tmp_path / "ar-en.tgz", hint="download it by hand")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["de-en.tgz"]
 
 
