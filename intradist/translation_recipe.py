@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ class Recipe:
     teacher: Optional[str] = None
     kd_weight: float = 0.5
     kd_temperature: float = 1.0
+    fairseq_extra: str = ""
     fp16: bool = False
     cpu: bool = False
     smoke: bool = False
@@ -102,7 +104,8 @@ class Recipe:
                 "--seed", str(self.seed), "--no-epoch-checkpoints", "--keep-interval-updates", "1",
                 "--skip-invalid-size-inputs-valid-test", "--log-format", "json",
                 "--log-interval", "1" if self.smoke else "100", *REQUIRED_BATCH_SIZE_MULTIPLE,
-                *(["--fp16"] if self.fp16 else []), *(["--cpu"] if self.cpu else [])]  # fmt: skip
+                *(["--fp16"] if self.fp16 else []), *(["--cpu"] if self.cpu else []),
+                *shlex.split(self.fairseq_extra)]  # fmt: skip
 
 
 def smoke_root() -> Path:
@@ -164,9 +167,11 @@ def _recipe_option(name: str, default, help_text: str, **kwargs):
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "INTRADIST"})
 @click.argument("lang", required=False)
 @click.argument("method", required=False, type=click.Choice(METHODS))
-@click.option("--smoke", is_flag=True, help="Tiny model, Multi30k subset, a few CPU updates (for CI).")
-@click.option("--data", type=click.Path(path_type=Path), default=None, help="Data-bin [default: data-bin/iwslt14/LANG-en].")
-@click.option("--save-dir", type=click.Path(path_type=Path), default=None,
+# Paths and switches are flags only: INTRADIST_DATA already names the corpus folder (intradist.paths).
+@click.option("--smoke", is_flag=True, allow_from_autoenv=False, help="Tiny model, Multi30k subset, a few CPU updates (for CI).")
+@click.option("--data", type=click.Path(path_type=Path), default=None, allow_from_autoenv=False,
+              help="Data-bin [default: data-bin/iwslt14/LANG-en].")  # fmt: skip
+@click.option("--save-dir", type=click.Path(path_type=Path), default=None, allow_from_autoenv=False,
               help="[default: checkpoints/iwslt14/LANG-en/METHOD-seedSEED]")  # fmt: skip
 @_recipe_option("seed", 1, "Random seed.")
 @_recipe_option("arch", "transformer_iwslt_de_en", "fairseq architecture.")
@@ -188,8 +193,9 @@ def _recipe_option(name: str, default, help_text: str, **kwargs):
 @_recipe_option("teacher", None, "kd/self-distill: teacher checkpoint [self-distill default: the baseline's best].")
 @_recipe_option("kd-weight", 0.5, "kd/self-distill: weight beta of the distillation term.")
 @_recipe_option("kd-temperature", 1.0, "kd/self-distill: softmax temperature.")
-@click.option("--fp16/--no-fp16", default=None, help="Half precision [default: on with a GPU].")
-@click.option("--cpu", is_flag=True, help="Train on the CPU even when a GPU is present.")
+@_recipe_option("fairseq-extra", "", "More fairseq-train flags, appended last (they win), e.g. '--patience 40'.")
+@click.option("--fp16/--no-fp16", default=None, allow_from_autoenv=False, help="Half precision [default: on with a GPU].")
+@click.option("--cpu", is_flag=True, allow_from_autoenv=False, help="Train on the CPU even when a GPU is present.")
 def main(lang: Optional[str], method: Optional[str], smoke: bool, data: Optional[Path], save_dir: Optional[Path],
          fp16: Optional[bool], cpu: bool, **settings) -> None:  # fmt: skip
     """Train METHOD (baseline, intra, kd, self-distill) on IWSLT'14 LANG->en with the paper's recipe.

@@ -73,13 +73,14 @@ def test_smoke_modes_train_evaluate_and_tabulate_every_method(tmp_path):
 
 def test_environment_variables_override_defaults_and_flags_override_both(tmp_path):
     runner = CliRunner()
-    env = {"INTRADIST_SMOKE_DIR": str(tmp_path), "INTRADIST_LR": "0.003", "INTRADIST_SEED": "7", "OMP_NUM_THREADS": "1"}
-    result = runner.invoke(main, ["--smoke", "de", "baseline", "--seed", "8"], env=env)
+    env = {"INTRADIST_SMOKE_DIR": str(tmp_path), "INTRADIST_LR": "0.003", "INTRADIST_SEED": "7", "OMP_NUM_THREADS": "1",
+           "INTRADIST_DATA": str(REPO_ROOT / "data")}  # the corpus folder, never taken for --data
+    result = runner.invoke(main, ["--smoke", "de", "baseline", "--seed", "8", "--fairseq-extra", "--clip-norm 0.5"], env=env)
     assert result.exit_code == 0, result.output
     recipe = json.loads((tmp_path / "checkpoints" / "baseline-seed8" / "recipe.json").read_text())
     assert (recipe["lr"], recipe["seed"]) == (0.003, 8)
     command = (tmp_path / "checkpoints" / "baseline-seed8" / "command.txt").read_text().split()
-    assert (_flag(command, "--lr"), _flag(command, "--seed")) == ("0.003", "8")
+    assert (_flag(command, "--lr"), _flag(command, "--seed"), _flag(command, "--clip-norm")) == ("0.003", "8", "0.5")
 
 
 def test_a_rerun_resumes_from_the_last_checkpoint(tmp_path):
