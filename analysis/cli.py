@@ -1,9 +1,92 @@
-"""``analyze-sensitivity``: the command line over :mod:`analysis` (not implemented yet)."""
+"""``analyze-sensitivity``: parameter sensitivity and contribution balance of checkpoints of any framework."""
 
+from __future__ import annotations
+
+import shlex
 import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import click
+
+from intradist.errors import UserError
+
+EXAMPLES = """
+\b
+Examples:
+  analyze-sensitivity checkpoints/checkpoint_best.pt --data data-bin --split valid
+  analyze-sensitivity base.pt intra.pt --labels baseline,intra --data data-bin --out report
+  analyze-sensitivity runs/glue/rte --text-fields sentence1,sentence2 --data dev.tsv
+  analyze-sensitivity resnet.pt --arch resnet18 --num-classes 37 --data pets/val
+  analyze-sensitivity model.safetensors --model-factory mymodels:build --batches mydata:batches
+  analyze-sensitivity ckpt.pt --method ablation --granularity layer
+"""
 
 
-def main() -> None:
-    """Say plainly that the command does not exist yet, and fail."""
-    print("analyze-sensitivity: not implemented yet (see the project's sensitivity-analysis issue)", file=sys.stderr)
-    sys.exit(2)
+def _split_list(_ctx, _param, value: Optional[str]) -> Optional[Sequence[str]]:
+    return None if value is None else tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EXAMPLES)
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--labels", callback=_split_list, help="Comma-separated names of the checkpoints in the report.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("sensitivity-report"), show_default=True,
+              help="Report folder (replaced atomically).")  # fmt: skip
+@click.option("--framework", type=click.Choice(["auto", "fairseq", "transformers", "torchvision", "state_dict"]),
+              default="auto", show_default=True)  # fmt: skip
+@click.option("--method", type=click.Choice(["taylor", "ablation"]), default="taylor", show_default=True,
+              help="taylor: |θ·∂L/∂θ| per parameter; ablation: exact loss change when a group is zeroed.")  # fmt: skip
+@click.option("--granularity", type=click.Choice(["parameter", "tensor", "module", "layer", "module_type", "head"]),
+              default="tensor", show_default=True, help="Rows of sensitivity.csv (ablation: the groups zeroed).")  # fmt: skip
+@click.option("--normalize", type=click.Choice(["none", "loss", "both"]), default="both", show_default=True,
+              help="Raw, loss-normalized (each batch's term divided by its loss), or both.")  # fmt: skip
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="fairseq data-bin [default: the checkpoint's], TSV/JSONL file, or image folder.")  # fmt: skip
+@click.option("--split", default="valid", show_default=True, help="fairseq split.")
+@click.option("--text-fields", callback=_split_list, default="sentence", show_default=True, help="Text column(s).")
+@click.option("--label-field", default="label", show_default=True)
+@click.option("--max-length", default=128, show_default=True, help="Tokens per text example.")
+@click.option("--image-size", default=224, show_default=True)
+@click.option("--batches", "hook", default=None, help="module:function returning the batches yourself.")
+@click.option("--max-batches", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=4096, show_default=True, help="fairseq batches.")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--arch", default=None, help="torchvision architecture of a state dict (resnet18, ...).")
+@click.option("--num-classes", type=int, default=None, help="Classes of a torchvision model.")
+@click.option("--num-labels", type=int, default=None, help="Labels of a new classification head (transformers).")
+@click.option("--model-factory", default=None, help="module:function building the model of a plain state dict.")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling (runs code from the file!).")
+@click.option("--no-plots", is_flag=True, help="Only CSV, JSON and markdown.")
+def main(checkpoints, labels, out, framework, method, granularity, normalize, data, split, text_fields, label_field,
+         max_length, image_size, hook, max_batches, batch_size, max_tokens, seed, device, arch, num_classes,
+         num_labels, model_factory, trust_checkpoint, no_plots) -> None:  # fmt: skip
+    """Parameter sensitivity and contribution balance of one or more checkpoints.
+
+    Loads each checkpoint weights-only (fairseq, Hugging Face folder, torchvision or plain state
+    dict, safetensors), computes every parameter's sensitivity on the same batches and writes
+    sensitivity.csv, balance.json, plots, report.md and a self-contained report.html into --out.
+    """
+    from analysis.batches import BatchOptions
+    from analysis.pipeline import AnalysisOptions, analyze
+
+    options = AnalysisOptions(
+        framework=framework, method=method, granularity=granularity, normalize=normalize,
+        trust_checkpoint=trust_checkpoint, arch=arch, num_classes=num_classes, num_labels=num_labels,
+        model_factory=model_factory, plots=not no_plots,
+        batches=BatchOptions(data=data, split=split, max_batches=max_batches, batch_size=batch_size,
+                             max_tokens=max_tokens, seed=seed, text_fields=tuple(text_fields), label_field=label_field,
+                             max_length=max_length, image_size=image_size, hook=hook, device=device),
+    )  # fmt: skip
+    command = "analyze-sensitivity " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        written = analyze(checkpoints, options, out, labels=labels, command=command)
+    except UserError as error:
+        click.echo(f"analyze-sensitivity: {error}", err=True)
+        sys.exit(2)
+    click.echo(f"report: {written / 'report.md'}" + ("" if method == "ablation" or no_plots else f" and {written / 'report.html'}"))
+
+
+if __name__ == "__main__":
+    main()

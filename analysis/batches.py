@@ -1,0 +1,287 @@
+"""Batches for the loss of a loaded model, made the way its framework makes them.
+
+- fairseq: a split of the data-bin through the checkpoint's own task and batch iterator;
+- transformers: a TSV (with a header row) or JSONL file, optionally gzipped, tokenized with the
+  model folder's tokenizer;
+- torchvision and state dicts: an image folder (one sub-folder per class);
+- anything else: a hook ``"module:function"`` returning batches for ``function(loaded, options)``.
+
+Batches are materialised on ``options.device``; the same seed gives the same batches. When
+``max_batches`` keeps only part of the data, the kept part is a random one drawn with the seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from analysis.loading import LoadedModel, import_callable
+from intradist.errors import UserError
+
+#: ImageNet statistics, the normalisation torchvision's classification models are trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class BatchOptions:
+    """Where the batches come from and how many; every field has a command-line flag of the same name."""
+
+    data: Optional[Path] = None  # fairseq data-bin (default: the checkpoint's), a TSV/JSONL file, or an image folder
+    split: str = "valid"  # fairseq
+    max_batches: Optional[int] = None
+    batch_size: int = 32
+    max_tokens: Optional[int] = 4096  # fairseq
+    seed: int = 1
+    text_fields: Tuple[str, ...] = ("sentence",)  # TSV/JSONL columns (two make a pair)
+    label_field: str = "label"
+    max_length: int = 128
+    image_size: int = 224
+    hook: Optional[str] = None  # "module:function" -> function(loaded, options) -> Iterable[batch]
+    device: str = "cpu"
+
+
+def make_batches(loaded: LoadedModel, options: BatchOptions) -> List[Any]:
+    """The batches for ``loaded.loss_fn``, on ``options.device``, deterministic for ``options.seed``."""
+    _check_counts(options)
+    if options.hook is not None:
+        _, hook = import_callable(options.hook, "--batches")
+        batches = list(itertools.islice(hook(loaded, options), options.max_batches))
+        if not batches:
+            raise UserError(f"--batches {options.hook}: no examples (the hook returned no batches)")
+    elif loaded.framework == "fairseq":
+        batches = _fairseq_batches(loaded, options)
+    elif loaded.framework == "transformers":
+        batches = _text_batches(loaded, options)
+    else:
+        batches = _image_batches(loaded, options)
+    return [to_device(batch, options.device) for batch in batches]
+
+
+def to_device(batch: Any, device: Union[str, torch.device]) -> Any:
+    """``batch`` with every tensor in it (nested in dicts, lists, tuples) moved to ``device``."""
+    if torch.is_tensor(batch):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {key: to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a named tuple
+        return type(batch)(*(to_device(value, device) for value in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(value, device) for value in batch)
+    return batch
+
+
+def _check_counts(options: BatchOptions) -> None:
+    counts = {
+        "--batch-size": options.batch_size,
+        "--max-batches": options.max_batches,
+        "--max-tokens": options.max_tokens,
+        "--max-length": options.max_length,
+        "--image-size": options.image_size,
+    }
+    for flag, value in counts.items():
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: must be at least 1")
+
+
+def _kept(count: int, options: BatchOptions) -> List[int]:
+    """Example indices in order, or a seeded random subset when ``max_batches`` keeps fewer."""
+    if options.max_batches is None or options.max_batches * options.batch_size >= count:
+        return list(range(count))
+    generator = torch.Generator().manual_seed(options.seed)
+    return torch.randperm(count, generator=generator)[: options.max_batches * options.batch_size].tolist()
+
+
+def _chunks(items: Sequence[Any], size: int) -> List[Sequence[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+# ---------------------------------------------------------------------------------------------
+# fairseq
+
+
+def _fairseq_batches(loaded: LoadedModel, options: BatchOptions) -> List[Any]:
+    """The split through the checkpoint's task; batch order shuffled with the seed when truncated."""
+    from fairseq import utils
+
+    task, data_dir = loaded.extras["task"], Path(loaded.extras["data"])
+    if options.data is not None and Path(options.data).resolve() != data_dir.resolve():
+        raise UserError(
+            f"--data {options.data}: the model was loaded with the dictionaries of {data_dir}; "
+            f"load it with the same data directory"
+        )
+    try:
+        task.load_dataset(options.split)
+    except FileNotFoundError:
+        splits = sorted({file.name.split(".")[0] for file in data_dir.glob("*.idx")})
+        raise UserError(
+            f"{data_dir}: no split {options.split!r}; pass --split (there: {', '.join(splits) or 'none'})"
+        ) from None
+    dataset = task.dataset(options.split)
+    if len(dataset) == 0:
+        raise UserError(f"{data_dir}: no examples in split {options.split!r}")
+    iterator = task.get_batch_iterator(
+        dataset=dataset,
+        max_tokens=options.max_tokens,
+        max_sentences=options.batch_size,
+        max_positions=utils.resolve_max_positions(task.max_positions(), loaded.model.max_positions()),
+        ignore_invalid_inputs=True,
+        required_batch_size_multiple=1,
+        seed=options.seed,
+        num_workers=0,
+    ).next_epoch_itr(shuffle=options.max_batches is not None)
+    batches = [sample for sample in itertools.islice(iterator, options.max_batches) if sample]
+    if not batches:
+        raise UserError(f"{data_dir}: no examples in split {options.split!r} fit the model's maximum positions")
+    return batches
+
+
+# ---------------------------------------------------------------------------------------------
+# Text classification files
+
+
+def read_table(path: Path) -> Tuple[List[str], List[Dict[str, Any]]]:
+    """Columns and rows of a TSV file with a header row, or of a JSONL file (``.gz`` read as gzip)."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file (a TSV or JSONL file with the text and label columns)")
+    name = path.name[: -len(".gz")] if path.name.endswith(".gz") else path.name
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            if name.endswith((".jsonl", ".json")):
+                return _read_jsonl(path, handle)
+            return _read_tsv(path, handle)
+    except (OSError, UnicodeDecodeError, EOFError) as error:
+        raise UserError(f"{path}: cannot be read as UTF-8 text ({error})") from None
+
+
+def _read_jsonl(path: Path, lines: Iterable[str]) -> Tuple[List[str], List[Dict[str, Any]]]:
+    rows: List[Dict[str, Any]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}, line {number}: not a JSON object ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}, line {number}: not a JSON object")
+        rows.append(row)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return columns, rows
+
+
+def _read_tsv(path: Path, lines: Iterable[str]) -> Tuple[List[str], List[Dict[str, Any]]]:
+    reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    columns = next(reader, [])
+    rows = []
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != len(columns):
+            raise UserError(f"{path}, line {reader.line_num}: {len(row)} fields, the header has {len(columns)}")
+        rows.append(dict(zip(columns, row)))
+    return columns, rows
+
+
+def _text_batches(loaded: LoadedModel, options: BatchOptions) -> List[Dict[str, torch.Tensor]]:
+    """Tokenized text (pairs) with ``labels``: label names mapped by the config's label2id, else sorted."""
+    tokenizer = loaded.extras["tokenizer"]
+    if tokenizer is None:
+        raise UserError(f"{loaded.path}: the model folder has no tokenizer files; give --batches module:function")
+    if options.data is None:
+        raise UserError("--data FILE is needed: a TSV or JSONL file with the text and label columns")
+    if not 1 <= len(options.text_fields) <= 2:
+        raise UserError(f"--text-fields {','.join(options.text_fields)}: give one column, or two for sentence pairs")
+    path = Path(options.data)
+    columns, rows = read_table(path)
+    if not rows:
+        raise UserError(f"{path}: no examples (no data rows)")
+    for column in (*options.text_fields, options.label_field):
+        missing = next((number for number, row in enumerate(rows, 1) if column not in row), None)
+        if missing is not None:
+            where = "" if column not in columns else f" (absent from example {missing})"
+            raise UserError(f"{path}: no column {column!r}{where}; its columns: {', '.join(map(str, columns))}")
+    labels = _label_ids(path, [row[options.label_field] for row in rows], loaded.model.config, options.label_field)
+    batches = []
+    for chunk in _chunks(_kept(len(rows), options), options.batch_size):
+        texts = [[str(rows[i][field]) for i in chunk] for field in options.text_fields]
+        encoded = tokenizer(*texts, padding=True, truncation=True, max_length=options.max_length, return_tensors="pt")
+        batch = dict(encoded)
+        batch["labels"] = torch.tensor([labels[i] for i in chunk])
+        batches.append(batch)
+    return batches
+
+
+def _label_ids(path: Path, values: List[Any], config: Any, field: str) -> List[Union[int, float]]:
+    """Label ids: the config's label2id when every label is in it; integers as they are; else sorted names."""
+    if config.num_labels == 1:
+        try:
+            return [float(value) for value in values]
+        except (TypeError, ValueError) as error:
+            raise UserError(f"{path}: column {field!r} must hold numbers for a one-label (regression) model ({error})")
+    names = [str(value) for value in values]
+    label2id = {str(name): index for name, index in (config.label2id or {}).items()}
+    if all(name in label2id for name in names):
+        ids = [label2id[name] for name in names]
+    elif all(isinstance(value, int) or re.fullmatch(r"-?\d+", name) for value, name in zip(values, names)):
+        ids = [int(name) for name in names]
+    else:
+        ordered = sorted(set(names))
+        ids = [ordered.index(name) for name in names]
+    bad = next((name for name, index in zip(names, ids) if not 0 <= index < config.num_labels), None)
+    if bad is not None:
+        raise UserError(
+            f"{path}: column {field!r} holds {len(set(names))} distinct labels (e.g. {bad!r}) but the model has "
+            f"{config.num_labels} labels (--num-labels)"
+        )
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------
+# Image folders
+
+
+def _image_batches(loaded: LoadedModel, options: BatchOptions) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` from an ImageFolder tree: resize, centre crop, ImageNet normalisation."""
+    from torchvision import datasets, transforms
+
+    if options.data is None:
+        raise UserError("--data DIR is needed: an image folder with one sub-folder of images per class")
+    root = Path(options.data)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such directory (an image folder with one sub-folder of images per class)")
+    transform = transforms.Compose([
+        transforms.Resize(options.image_size), transforms.CenterCrop(options.image_size),
+        transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])  # fmt: skip
+    try:
+        dataset = datasets.ImageFolder(str(root), transform=transform)
+    except FileNotFoundError as error:
+        raise UserError(f"{root}: no examples ({error})") from None
+    num_classes = loaded.extras.get("num_classes")
+    if num_classes is not None and len(dataset.classes) > num_classes:
+        raise UserError(
+            f"{root}: {len(dataset.classes)} class folders but the model has {num_classes} classes (--num-classes)"
+        )
+    batches = []
+    for chunk in _chunks(_kept(len(dataset), options), options.batch_size):
+        images, labels = [], []
+        for index in chunk:
+            try:
+                image, label = dataset[index]
+            except OSError as error:  # PIL: not an image, or a truncated one
+                raise UserError(f"{dataset.samples[index][0]}: cannot read the image ({error})") from None
+            images.append(image)
+            labels.append(label)
+        batches.append((torch.stack(images), torch.tensor(labels)))
+    return batches
+

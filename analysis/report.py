@@ -1,0 +1,302 @@
+"""Reports of a sensitivity analysis: CSV, JSON with provenance, seaborn plots, markdown and HTML.
+
+Everything is written into ``OUT.partial`` and renamed to ``OUT`` at the end, so an interrupted
+run never leaves a report that looks complete. The HTML report is self-contained (images
+embedded as data URIs, inline styles, no scripts, no fonts or other external resources), so it
+can be mailed, archived or opened offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib.metadata
+import json
+import math
+import platform
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import pandas as pd
+import torch
+
+from analysis.balance import balance_by_group, balance_statistics
+from analysis.grouping import layer_of, role_of
+from analysis.sensitivity import ParameterSensitivity
+
+#: Values drawn per checkpoint for the distribution plots (statistics always use every parameter).
+PLOT_SAMPLE = 200_000
+
+#: Balance statistics shown in the summary tables, with their labels.
+SUMMARY_STATISTICS = {
+    "std": "std (paper)",
+    "cv": "coefficient of variation",
+    "gini": "Gini",
+    "normalized_entropy": "normalized entropy",
+    "top1_share": "top 1 % share",
+    "top10_share": "top 10 % share",
+    "near_zero_share": "near-zero share",
+    "mean": "mean",
+}
+
+NORMALIZATION_NAMES = {None: "raw", "loss": "loss-normalized"}
+
+
+@dataclass
+class CheckpointAnalysis:
+    """One checkpoint's results: what it is, and its sensitivities (one per normalization)."""
+
+    label: str
+    path: Path
+    framework: str
+    description: str
+    sha256: str
+    sensitivities: Dict[Optional[str], ParameterSensitivity]  # normalize -> result
+    balance: Dict[str, Dict[str, float]] = field(default_factory=dict)  # "raw"/"loss-normalized" -> statistics
+
+    def __post_init__(self) -> None:
+        if not self.balance:
+            self.balance = {NORMALIZATION_NAMES[n]: balance_statistics(s) for n, s in self.sensitivities.items()}
+
+
+def versions() -> Dict[str, str]:
+    """Versions that determine the numbers: Python, torch and the frameworks present."""
+    found = {"python": platform.python_version(), "torch": torch.__version__}
+    for package in ("fairseq-fixed", "transformers", "torchvision", "intradist"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def sensitivity_table(analyses: Sequence[CheckpointAnalysis], granularity: str) -> pd.DataFrame:
+    """Every checkpoint's grouped sensitivities, one row per (checkpoint, normalization, group)."""
+    frames = []
+    for analysis in analyses:
+        for normalize, result in analysis.sensitivities.items():
+            frame = result.table(granularity)
+            frame.insert(0, "normalization", NORMALIZATION_NAMES[normalize])
+            frame.insert(0, "checkpoint", analysis.label)
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def sampled_values(result: ParameterSensitivity, sample: int, seed: int) -> pd.DataFrame:
+    """Up to ``sample`` per-parameter values with their layer and role, drawn per tensor in proportion to its size."""
+    generator = torch.Generator().manual_seed(seed)
+    total = sum(v.numel() for v in result.values.values())
+    rows = []
+    for name, values in result.values.items():
+        flat = values.reshape(-1)
+        take = min(flat.numel(), max(1, math.ceil(sample * flat.numel() / total)))
+        chosen = flat if take == flat.numel() else flat[torch.randperm(flat.numel(), generator=generator)[:take]]
+        rows.append(pd.DataFrame({"sensitivity": chosen.double().numpy(), "layer": layer_of(name), "role": role_of(name)}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def write_plots(analyses: Sequence[CheckpointAnalysis], folder: Path, seed: int) -> List[Path]:
+    """Distribution of log-sensitivity, per-layer box plots and a layer × module heatmap (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    samples = []
+    for analysis in analyses:
+        for normalize, result in analysis.sensitivities.items():
+            frame = sampled_values(result, PLOT_SAMPLE, seed)
+            frame["checkpoint"], frame["normalization"] = analysis.label, NORMALIZATION_NAMES[normalize]
+            samples.append(frame)
+    data = pd.concat(samples, ignore_index=True)
+    data = data[data["sensitivity"] > 0].assign(log10_sensitivity=lambda d: d["sensitivity"].apply(math.log10))
+    written = []
+
+    grid = sns.displot(data, x="log10_sensitivity", hue="checkpoint", col="normalization", kind="kde",
+                       common_norm=False, facet_kws={"sharex": False, "sharey": False}, height=3.6, aspect=1.4)  # fmt: skip
+    grid.set_axis_labels("log10 sensitivity |θ·∂L/∂θ|", "density")
+    written.append(folder / "distribution.png")
+    grid.savefig(written[-1], dpi=110)
+    plt.close(grid.figure)
+
+    layers = sorted(data["layer"].unique(), key=_natural_key)
+    height = max(3.0, 0.28 * len(layers) + 1.5)
+    grid = sns.catplot(data, x="log10_sensitivity", y="layer", hue="checkpoint", col="normalization", kind="box",
+                       order=layers, showfliers=False, height=height, aspect=1.1, sharex=False)  # fmt: skip
+    grid.set_axis_labels("log10 sensitivity", "layer / module")
+    written.append(folder / "layers.png")
+    grid.savefig(written[-1], dpi=110)
+    plt.close(grid.figure)
+
+    in_blocks = data.dropna(subset=["role"])
+    if not in_blocks.empty:
+        panels = in_blocks.groupby(["checkpoint", "normalization"], sort=False)
+        figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 0.35 * in_blocks["layer"].nunique() + 3),
+                                    squeeze=False)  # fmt: skip
+        for axis, ((label, normalization), panel) in zip(axes[0], panels):
+            means = panel.groupby(["layer", "role"])["sensitivity"].mean().unstack("role")
+            means = means.reindex(sorted(means.index, key=_natural_key)).apply(lambda c: c.map(_safe_log10))
+            sns.heatmap(means, ax=axis, cmap="viridis", cbar_kws={"label": "log10 mean sensitivity"})
+            axis.set_title(f"{label}, {normalization}")
+        figure.tight_layout()
+        written.append(folder / "heatmap.png")
+        figure.savefig(written[-1], dpi=110)
+        plt.close(figure)
+    return written
+
+
+def _safe_log10(value: float) -> float:
+    return math.log10(value) if value > 0 else float("nan")
+
+
+def _natural_key(text: str):
+    """Sort "layers.10" after "layers.9"."""
+    return [int(part) if part.isdigit() else part for part in text.replace("/", ".").split(".")]
+
+
+def balance_table(analyses: Sequence[CheckpointAnalysis]) -> pd.DataFrame:
+    """Statistics (rows) × checkpoint and normalization (columns)."""
+    columns = {}
+    for analysis in analyses:
+        for normalization, statistics in analysis.balance.items():
+            columns[f"{analysis.label} ({normalization})"] = {label: statistics[key] for key, label in SUMMARY_STATISTICS.items()}
+    return pd.DataFrame(columns)
+
+
+def _format(value: object) -> str:
+    """Numbers with 4 significant digits (nan and inf spelled out), anything else as text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def markdown(frame: pd.DataFrame, index_name: str) -> str:
+    header = [index_name, *map(str, frame.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * len(frame.columns) + "|"]
+    for index, row in frame.iterrows():
+        lines.append("| " + " | ".join([str(index), *(_format(v) for v in row)]) + " |")
+    return "\n".join(lines)
+
+
+def write_report(
+    out: Path,
+    analyses: Sequence[CheckpointAnalysis],
+    *,
+    granularity: str,
+    settings: Dict[str, object],
+    command: str,
+    plots: bool = True,
+) -> Path:
+    """Write sensitivity.csv, balance.json, the plots, report.md and report.html into ``out`` atomically."""
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        sensitivity_table(analyses, granularity).to_csv(staging / "sensitivity.csv", index=False, float_format="%.8g")
+        by_layer = {}
+        for analysis in analyses:
+            for normalize, result in analysis.sensitivities.items():
+                frame = balance_by_group(result, "layer")
+                frame.insert(0, "normalization", NORMALIZATION_NAMES[normalize])
+                frame.insert(0, "checkpoint", analysis.label)
+                by_layer[(analysis.label, normalize)] = frame
+        pd.concat(by_layer.values(), ignore_index=True).to_csv(staging / "balance_by_layer.csv", index=False, float_format="%.8g")
+        record = {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": command,
+            "settings": settings,
+            "versions": versions(),
+            "checkpoints": [
+                {"label": a.label, "path": str(a.path), "sha256": a.sha256, "framework": a.framework,
+                 "description": a.description,
+                 "batches": {NORMALIZATION_NAMES[n]: {"count": s.num_batches, "mean_loss": sum(s.batch_losses) / len(s.batch_losses)}
+                             for n, s in a.sensitivities.items()},
+                 "balance": a.balance}
+                for a in analyses
+            ],
+        }  # fmt: skip
+        (staging / "balance.json").write_text(json.dumps(record, indent=2, allow_nan=True) + "\n")
+        images = write_plots(analyses, staging, int(settings.get("seed", 1))) if plots else []
+        summary = balance_table(analyses)
+        (staging / "report.md").write_text(_markdown_report(analyses, summary, images, command, record))
+        (staging / "report.html").write_text(_html_report(analyses, summary, images, command, record))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return out
+
+
+_PLOT_CAPTIONS = {
+    "distribution.png": "Distribution of log10 sensitivity over all parameters (a sample of up to 200,000 per checkpoint).",
+    "layers.png": "Log10 sensitivity per layer (box: quartiles, whiskers: 1.5 IQR, outliers hidden).",
+    "heatmap.png": "Mean sensitivity per layer and module type (log10).",
+}
+
+
+def _checkpoint_lines(analyses: Sequence[CheckpointAnalysis], record: Dict[str, object]) -> List[str]:
+    lines = []
+    for analysis, entry in zip(analyses, record["checkpoints"]):
+        batches = ", ".join(f"{name}: {b['count']} batches, mean loss {b['mean_loss']:.4g}" for name, b in entry["batches"].items())
+        lines.append(f"- **{analysis.label}**: `{analysis.path}` — {analysis.description} "
+                     f"(sha256 {analysis.sha256[:12]}…); {batches}")  # fmt: skip
+    return lines
+
+
+_DEFINITIONS = (
+    "Sensitivity of a parameter: s_j = |θ_j · ∂L/∂θ_j|, the first-order estimate of the change of the "
+    "mean loss L when θ_j is set to zero (Xu et al. 2022). Loss-normalized: each batch's term divided "
+    "by that batch's loss (the reproduction study's variant). std is the standard deviation of s_j over "
+    "all parameters, the paper's balance statistic; lower std, CV, Gini and top shares, and higher "
+    "entropy, mean a more even contribution."
+)
+
+
+def _markdown_report(analyses, summary: pd.DataFrame, images: List[Path], command: str, record) -> str:
+    parts = ["# Parameter sensitivity and contribution balance", "", f"`{command}`", "",
+             *_checkpoint_lines(analyses, record), "", _DEFINITIONS, "", "## Balance", "",
+             markdown(summary, "statistic"), ""]  # fmt: skip
+    for image in images:
+        parts += [f"![{image.stem}]({image.name})", "", _PLOT_CAPTIONS[image.name], ""]
+    parts += ["Per-group sensitivities: `sensitivity.csv`; per-layer balance: `balance_by_layer.csv`; "
+              "provenance (checkpoint hashes, data, versions): `balance.json`.", ""]  # fmt: skip
+    return "\n".join(parts)
+
+
+def _html_report(analyses, summary: pd.DataFrame, images: List[Path], command: str, record) -> str:
+    escape = html.escape
+    rows = "".join(
+        "<tr><th>" + escape(str(index)) + "</th>" + "".join(f"<td>{escape(_format(v))}</td>" for v in row) + "</tr>"
+        for index, row in summary.iterrows()
+    )
+    header = "<tr><th>statistic</th>" + "".join(f"<th>{escape(str(c))}</th>" for c in summary.columns) + "</tr>"
+    checkpoints = "".join(
+        f"<li><b>{escape(a.label)}</b>: <code>{escape(str(a.path))}</code> — {escape(a.description)} "
+        f"(sha256 {escape(a.sha256[:12])}…)</li>"
+        for a in analyses
+    )
+    figures = "".join(
+        f'<figure><img alt="{escape(image.stem)}" src="data:image/png;base64,'
+        f'{base64.b64encode(image.read_bytes()).decode("ascii")}"><figcaption>{escape(_PLOT_CAPTIONS[image.name])}'
+        "</figcaption></figure>"
+        for image in images
+    )
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "th:first-child{text-align:left}img{max-width:100%}figure{margin:1.5em 0}code{background:#f4f4f4}")  # fmt: skip
+    return (
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>Parameter sensitivity and contribution balance</title><style>{style}</style></head><body>"
+        f"<h1>Parameter sensitivity and contribution balance</h1><p><code>{escape(command)}</code></p>"
+        f"<ul>{checkpoints}</ul><p>{escape(_DEFINITIONS)}</p><h2>Balance</h2><table>{header}{rows}</table>"
+        f"{figures}<p>Created {escape(record['created'])}; versions: {escape(json.dumps(record['versions']))}.</p>"
+        "</body></html>\n"
+    )
