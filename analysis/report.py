@@ -12,6 +12,7 @@ import base64
 import html
 import importlib.metadata
 import json
+import logging
 import math
 import platform
 import shutil
@@ -100,6 +101,7 @@ def sampled_values(result: ParameterSensitivity, sample: int, seed: int) -> pd.D
 
 def write_plots(analyses: Sequence[CheckpointAnalysis], folder: Path, seed: int) -> List[Path]:
     """Distribution of log-sensitivity, per-layer box plots and a layer × module heatmap (PNG)."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's logging setup would show its debug lines
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,7 +121,7 @@ def write_plots(analyses: Sequence[CheckpointAnalysis], folder: Path, seed: int)
 
     grid = sns.displot(data, x="log10_sensitivity", hue="checkpoint", col="normalization", kind="kde",
                        common_norm=False, facet_kws={"sharex": False, "sharey": False}, height=3.6, aspect=1.4)  # fmt: skip
-    grid.set_axis_labels("log10 sensitivity |θ·∂L/∂θ|", "density")
+    grid.set_axis_labels("log10 sensitivity |θ·∂L/∂θ|", "density").set_titles("{col_name}")
     written.append(folder / "distribution.png")
     grid.savefig(written[-1], dpi=110)
     plt.close(grid.figure)
@@ -128,7 +130,7 @@ def write_plots(analyses: Sequence[CheckpointAnalysis], folder: Path, seed: int)
     height = max(3.0, 0.28 * len(layers) + 1.5)
     grid = sns.catplot(data, x="log10_sensitivity", y="layer", hue="checkpoint", col="normalization", kind="box",
                        order=layers, showfliers=False, height=height, aspect=1.1, sharex=False)  # fmt: skip
-    grid.set_axis_labels("log10 sensitivity", "layer / module")
+    grid.set_axis_labels("log10 sensitivity", "layer / module").set_titles("{col_name}")
     written.append(folder / "layers.png")
     grid.savefig(written[-1], dpi=110)
     plt.close(grid.figure)
@@ -136,9 +138,9 @@ def write_plots(analyses: Sequence[CheckpointAnalysis], folder: Path, seed: int)
     in_blocks = data.dropna(subset=["role"])
     if not in_blocks.empty:
         panels = in_blocks.groupby(["checkpoint", "normalization"], sort=False)
-        figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 0.35 * in_blocks["layer"].nunique() + 3),
-                                    squeeze=False)  # fmt: skip
-        for axis, ((label, normalization), panel) in zip(axes[0], panels):
+        panel_height = 0.35 * in_blocks["layer"].nunique() + 3.2
+        figure, axes = plt.subplots(len(panels), 1, figsize=(10, panel_height * len(panels)), squeeze=False)
+        for axis, ((label, normalization), panel) in zip(axes[:, 0], panels):
             means = panel.groupby(["layer", "role"])["sensitivity"].mean().unstack("role")
             means = means.reindex(sorted(means.index, key=_natural_key)).apply(lambda c: c.map(_safe_log10))
             sns.heatmap(means, ax=axis, cmap="viridis", cbar_kws={"label": "log10 mean sensitivity"})
