@@ -14,7 +14,7 @@ Method for Serious Gains", EMNLP 2022.
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional, Sequence, Tuple, Union
+from typing import Dict, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -183,6 +183,107 @@ def mix_with_distillation(supervised: torch.Tensor, distillation: torch.Tensor, 
     if not 0.0 <= kd_weight <= 1.0:
         raise ValueError(f"kd weight must lie in [0, 1], got {kd_weight}")
     return (1.0 - kd_weight) * supervised + kd_weight * distillation
+
+
+def regression_pass_divergence(
+    predictions: Sequence[torch.Tensor], mask: Optional[torch.Tensor] = None, reduction: Reduction = "sum"
+) -> torch.Tensor:
+    """Intra-distillation for regression (e.g. STS-B): K passes' predictions against their mean.
+
+    With y_i the prediction of pass i and y_bar = (1/K) sum_i y_i, per position:
+    (1/K) sum_i (y_i - y_bar)^2, the variance of the passes. It plays the role the X-divergence
+    plays for distributions: zero exactly when all passes agree, and its gradient pulls each pass
+    toward the mean. Reduced like :func:`intra_distillation_loss`.
+    """
+    if len(predictions) < 2:
+        raise ValueError(f"intra-distillation needs at least 2 passes, got {len(predictions)}")
+    stacked = torch.stack([_at_least_float32(y) for y in predictions])
+    per_position = (stacked - stacked.mean(dim=0, keepdim=True)).pow(2).mean(dim=0)
+    return _reduce(per_position, mask, reduction)
+
+
+def combine_pass_losses(
+    supervised: Sequence[torch.Tensor],
+    distillation: Optional[Sequence[torch.Tensor]] = None,
+    kd_weight: float = 0.0,
+    intra: Optional[torch.Tensor] = None,
+    alpha: float = 0.0,
+) -> torch.Tensor:
+    """The whole objective from its per-pass parts (Xu et al. 2022, Eq. 5, with optional KD):
+
+        loss = (1/K) sum_i [(1 - beta) * supervised_i + beta * KD_i] + alpha * intra
+
+    ``supervised`` holds each pass's (label-smoothed) loss; ``distillation`` each pass's KD
+    loss against the teacher (None: no teacher, beta ignored); ``intra`` the divergence between
+    the passes (None for a single pass). Every trainer (fairseq, transformers, torchvision)
+    composes its loss here.
+    """
+    num_passes = len(supervised)
+    total = 0.0
+    for index, loss in enumerate(supervised):
+        if distillation is not None:
+            loss = mix_with_distillation(loss, distillation[index], kd_weight)
+        total = total + loss / num_passes
+    if intra is not None:
+        total = total + alpha * intra
+    return total
+
+
+def classification_objective(
+    pass_logits: Sequence[torch.Tensor],
+    targets: torch.Tensor,
+    *,
+    label_smoothing: float = 0.0,
+    alpha: float = 0.0,
+    divergence: Divergence = "x",
+    teacher_logits: Optional[Union[torch.Tensor, Sequence[torch.Tensor]]] = None,
+    kd_weight: float = 0.0,
+    kd_temperature: float = 1.0,
+    regression: bool = False,
+    ignore_index: Optional[int] = None,
+) -> Dict[str, torch.Tensor]:
+    """Loss of K passes of a classifier (or regressor) over one batch, every term a mean over examples.
+
+    ``pass_logits``: K tensors ``[N, C]`` (or ``[N, L, C]`` for token classification; ``[N]`` or
+    ``[N, 1]`` predictions with ``regression``). Supervised term: label-smoothed cross-entropy
+    (mean squared error for regression). Intra term (K >= 2): :func:`intra_distillation_loss`
+    (:func:`regression_pass_divergence` for regression). KD term with ``teacher_logits``:
+    :func:`kd_loss` (squared error to the teacher's prediction for regression). Combined by
+    :func:`combine_pass_losses`. Returns ``loss``, ``supervised``, ``intra`` and ``kd`` (the last
+    two are zero when absent), all detached but ``loss``.
+    """
+    mask = targets.ne(ignore_index) if ignore_index is not None else None
+    if mask is not None:  # an ignored target may be out of range (-100): any class id will do, it counts zero
+        targets = targets.masked_fill(~mask, 0)
+        ignore_index = None
+    supervised, distillation = [], None if teacher_logits is None else []
+    for logits in pass_logits:
+        if regression:
+            prediction = _at_least_float32(logits).reshape(targets.shape)
+            supervised.append(F.mse_loss(prediction, _at_least_float32(targets)))
+            if distillation is not None:
+                teacher = _at_least_float32(torch.as_tensor(teacher_logits)).reshape(targets.shape).detach()
+                distillation.append(F.mse_loss(prediction, teacher))
+        else:
+            lprobs = F.log_softmax(_at_least_float32(logits), dim=-1)
+            per_position, _ = label_smoothed_nll_loss(lprobs, targets, label_smoothing, reduction="none")
+            supervised.append(_reduce(per_position, mask, "mean"))
+            if distillation is not None:
+                distillation.append(kd_loss(logits, teacher_logits, kd_temperature, mask=mask, reduction="mean"))
+    intra = None
+    if len(pass_logits) > 1:
+        if regression:
+            intra = regression_pass_divergence([y.reshape(targets.shape) for y in pass_logits], reduction="mean")
+        else:
+            intra = intra_distillation_loss(pass_logits, divergence, mask=mask, reduction="mean")
+    loss = combine_pass_losses(supervised, distillation, kd_weight, intra, alpha)
+    zero = loss.new_zeros(())
+    return {
+        "loss": loss,
+        "supervised": (sum(supervised) / len(supervised)).detach(),
+        "intra": zero if intra is None else intra.detach(),
+        "kd": zero if distillation is None else (sum(distillation) / len(distillation)).detach(),
+    }
 
 
 def label_smoothed_nll_loss(

@@ -15,6 +15,7 @@ import re
 import pytest
 import torch
 
+from user_dir import losses
 from user_dir.losses import (
     adaptive_alpha,
     intra_distillation_loss,
@@ -704,3 +705,59 @@ def test_mix_with_distillation_weights_the_two_terms_and_checks_beta():
     assert mix_with_distillation(supervised, distillation, 1.0).item() == 10.0
     with pytest.raises(ValueError, match="kd weight must lie in \\[0, 1\\], got 1.5"):
         mix_with_distillation(supervised, distillation, 1.5)
+
+
+# --- The objective every trainer composes -----------------------------------------------------
+
+
+def test_combine_pass_losses_by_hand():
+    ce = [torch.tensor(2.0), torch.tensor(4.0)]
+    kd = [torch.tensor(1.0), torch.tensor(3.0)]
+    # (1/2)[(0.75*2 + 0.25*1) + (0.75*4 + 0.25*3)] + 0.5 * 0.2 = (1.75 + 3.75)/2 + 0.1 = 2.85
+    assert losses.combine_pass_losses(ce, kd, kd_weight=0.25, intra=torch.tensor(0.2), alpha=0.5).item() == pytest.approx(2.85)
+    assert losses.combine_pass_losses(ce).item() == pytest.approx(3.0)
+
+
+def test_regression_pass_divergence_is_the_variance_of_the_passes():
+    passes = [torch.tensor([1.0, 0.0]), torch.tensor([3.0, 0.0])]
+    # example 1: mean 2, ((1-2)^2 + (3-2)^2)/2 = 1; example 2: 0
+    assert losses.regression_pass_divergence(passes, reduction="none").tolist() == [1.0, 0.0]
+    assert losses.regression_pass_divergence(passes, reduction="mean").item() == 0.5
+
+
+def test_classification_objective_matches_its_parts_computed_by_hand():
+    torch.manual_seed(0)
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    target = torch.tensor([0, 2, 1, 2])
+    teacher = torch.randn(4, 3)
+    terms = losses.classification_objective([a, b], target, label_smoothing=0.1, alpha=2.0, teacher_logits=teacher,
+                                            kd_weight=0.5, kd_temperature=2.0)  # fmt: skip
+
+    def smoothed_ce(logits):  # fairseq's form: (1 - eps - eps_i) nll + eps_i * sum_v(-log p_v), eps_i = eps / (V - 1)
+        lp = torch.log_softmax(logits, -1)
+        nll = -lp[torch.arange(4), target]
+        return ((1 - 0.1 - 0.05) * nll + 0.05 * -lp.sum(-1)).mean()
+
+    def kd(logits):
+        t = torch.softmax(teacher / 2, -1)
+        return (4 * (t * (t.log() - torch.log_softmax(logits / 2, -1))).sum(-1)).mean()
+
+    m = (torch.softmax(a, -1) + torch.softmax(b, -1)) / 2
+    x_div = sum(((torch.softmax(z, -1) - m) * (torch.log_softmax(z, -1) - m.log())).sum(-1) for z in (a, b)) / 2
+    expected = (0.5 * smoothed_ce(a) + 0.5 * kd(a) + 0.5 * smoothed_ce(b) + 0.5 * kd(b)) / 2 + 2.0 * x_div.mean()
+    assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert terms["intra"].item() == pytest.approx(x_div.mean().item(), rel=1e-5)
+
+
+def test_classification_objective_ignores_padded_tokens_and_handles_regression():
+    logits = torch.randn(2, 3, 5)
+    target = torch.tensor([[1, -100, 2], [0, 4, -100]])
+    with_padding = losses.classification_objective([logits], target, ignore_index=-100)["loss"]
+    kept = target.ne(-100)
+    by_hand = torch.nn.functional.cross_entropy(logits[kept], target[kept])
+    assert with_padding.item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+    predictions = [torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0], [2.0]])]
+    terms = losses.classification_objective(predictions, torch.tensor([2.0, 2.0]), alpha=1.0, regression=True)
+    # MSE per pass: (1 + 0)/2 = 0.5 and (1 + 0)/2 = 0.5; variance of passes: (1 + 0)/2 = 0.5
+    assert terms["supervised"].item() == 0.5 and terms["intra"].item() == 0.5 and terms["loss"].item() == 1.0

@@ -123,20 +123,17 @@ class IntraDistillationCriterion(DistillationCriterion):
         mask = target.ne(self.padding_idx)
         teacher_logits = self.teacher_logits(model, sample)
 
-        pass_log_probs, supervised, nll_loss, kd = [], 0.0, 0.0, 0.0
+        pass_log_probs, pass_ce, pass_kd, nll_loss = [], [], [], 0.0
         for net_output in net_outputs:
             lprobs = self.log_probs_of(model, net_output)
             pass_log_probs.append(lprobs)
             ce, nll = self.smoothed_ce(lprobs, target, reduce)
             nll_loss = nll_loss + nll / num_passes
-            if teacher_logits is None:
-                supervised = supervised + ce / num_passes
-            else:
-                pass_kd = self.distill(self.logits_of(model, net_output), teacher_logits, mask, reduce)
-                kd = kd + pass_kd / num_passes
-                supervised = supervised + losses.mix_with_distillation(ce, pass_kd, self.kd_weight) / num_passes
+            pass_ce.append(ce)
+            if teacher_logits is not None:
+                pass_kd.append(self.distill(self.logits_of(model, net_output), teacher_logits, mask, reduce))
 
-        loss, intra, alpha = supervised, None, None
+        intra, alpha = None, 0.0
         if num_passes > 1:
             alpha = self.current_alpha()
             # the log-probabilities the CE used, so the vocabulary-wide log-softmax runs once per pass
@@ -145,7 +142,9 @@ class IntraDistillationCriterion(DistillationCriterion):
                 inputs_are_log_probs=True,
             )  # fmt: skip
             intra = intra if reduce else intra.reshape(-1)
-            loss = loss + alpha * intra
+        loss = losses.combine_pass_losses(pass_ce, pass_kd if teacher_logits is not None else None, self.kd_weight,
+                                          intra, alpha)  # fmt: skip
+        kd = sum(k / num_passes for k in pass_kd) if pass_kd else None
         logging_output = self.base_logging_output(sample, loss, nll_loss)
         if intra is not None:
             logging_output["intra_distillation_loss"] = intra.data
