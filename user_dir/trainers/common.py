@@ -1,0 +1,107 @@
+"""What every non-fairseq trainer shares: the intra-distillation switches and the objective of a step.
+
+The switches mirror the fairseq criterion's flags (``--num-passes``, ``--alpha``,
+``--adaptive-alpha``, ``--alpha-p``, ``--alpha-q``, ``--divergence``, ``--label-smoothing``,
+``--teacher``, ``--kd-weight``, ``--kd-temperature``), so one vocabulary serves every trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence
+
+import click
+import torch
+
+from user_dir import losses
+
+
+@dataclass(frozen=True)
+class DistillationSettings:
+    """The intra-distillation, label-smoothing and knowledge-distillation settings of a run."""
+
+    num_passes: int = 1
+    alpha: float = 0.0
+    adaptive_alpha: bool = False
+    alpha_p: float = 5.0
+    alpha_q: float = 10.0
+    divergence: str = "x"
+    label_smoothing: float = 0.0
+    teacher: Optional[str] = None
+    kd_weight: float = 0.5
+    kd_temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.num_passes < 1:
+            raise ValueError(f"--num-passes must be at least 1, got {self.num_passes}")
+        if self.divergence not in losses.DIVERGENCES:
+            raise ValueError(f"--divergence must be one of {', '.join(losses.DIVERGENCES)}, got {self.divergence!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"--label-smoothing must lie in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.kd_weight <= 1.0:
+            raise ValueError(f"--kd-weight must lie in [0, 1], got {self.kd_weight}")
+
+    def alpha_at(self, step: int, max_step: int) -> float:
+        """α for this update: constant, or the paper's adaptive schedule (:func:`user_dir.losses.adaptive_alpha`)."""
+        if self.num_passes == 1:
+            return 0.0
+        if self.adaptive_alpha:
+            return losses.adaptive_alpha(step, max_step, self.alpha, self.alpha_p, self.alpha_q)
+        return self.alpha
+
+    def objective(
+        self,
+        forward: Callable[[], torch.Tensor],
+        targets: torch.Tensor,
+        step: int,
+        max_step: int,
+        teacher_logits: Optional[torch.Tensor] = None,
+        regression: bool = False,
+        ignore_index: Optional[int] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """Run ``forward`` K times (dropout differs per pass while the model trains) and combine the losses.
+
+        Returns the terms of :func:`user_dir.losses.classification_objective` plus ``alpha``
+        and the first pass's output as ``logits`` (for metrics).
+        """
+        passes: Sequence[torch.Tensor] = [forward() for _ in range(self.num_passes)]
+        alpha = self.alpha_at(step, max_step)
+        terms = losses.classification_objective(
+            passes, targets, label_smoothing=self.label_smoothing, alpha=alpha, divergence=self.divergence,
+            teacher_logits=teacher_logits, kd_weight=self.kd_weight if teacher_logits is not None else 0.0,
+            kd_temperature=self.kd_temperature, regression=regression, ignore_index=ignore_index,
+        )  # fmt: skip
+        return {**terms, "alpha": torch.tensor(alpha), "logits": passes[0].detach()}
+
+
+def distillation_options(function: Callable) -> Callable:
+    """The shared click options; the command receives them as keyword arguments named like the fields."""
+    options = [
+        click.option("--num-passes", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="K stochastic passes per step; 1 trains without intra-distillation."),
+        click.option("--alpha", type=click.FloatRange(min=0), default=5.0, show_default=True,
+                     help="Weight of the divergence between the passes (the paper uses 5)."),
+        click.option("--adaptive-alpha/--constant-alpha", default=True, show_default=True,
+                     help="The paper's schedule: alpha is 1 at step N/q and reaches its value at N/p (docs/criterions.md)."),
+        click.option("--alpha-p", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True),
+        click.option("--alpha-q", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True),
+        click.option("--divergence", type=click.Choice(list(losses.DIVERGENCES)), default="x", show_default=True,
+                     help="x: the paper's X-divergence; js: Jensen-Shannon. Regression uses the passes' variance."),
+        click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True),
+        click.option("--teacher", type=click.Path(), default=None,
+                     help="Teacher for knowledge or self-distillation (a model folder or checkpoint of this trainer)."),
+        click.option("--kd-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                     help="beta: (1 - beta) * supervised + beta * KD, with a teacher."),
+        click.option("--kd-temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True),
+    ]  # fmt: skip
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+DISTILLATION_FIELDS = tuple(DistillationSettings.__dataclass_fields__)
+
+
+def settings_from(options: Dict[str, object]) -> DistillationSettings:
+    """Pop the shared options out of a command's keyword arguments into a :class:`DistillationSettings`."""
+    return DistillationSettings(**{name: options.pop(name) for name in DISTILLATION_FIELDS})
