@@ -7,7 +7,32 @@ stores so that torch's weights-only loading accepts it. The loss math itself liv
 :mod:`user_dir.losses`, which imports nothing but torch.
 """
 
-from user_dir.checkpoint_safety import allow_fairseq_checkpoint_types
+import logging
+import warnings
+
+
+def _import_fairseq_quietly() -> None:
+    """Import fairseq without its import-time noise (a torch.jit FutureWarning, an INFO line about
+    tensorboardX, a DEBUG handler left on the root logger), which would otherwise greet users of
+    the transformers and torchvision trainers. Inside fairseq-train, fairseq is already imported."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        logging.disable(logging.INFO)
+        try:
+            import fairseq.models  # noqa: F401
+            import fairseq.tasks  # noqa: F401
+        finally:
+            logging.disable(logging.NOTSET)
+            for handler in [h for h in root.handlers if h not in handlers]:
+                root.removeHandler(handler)
+            root.setLevel(level)
+
+
+_import_fairseq_quietly()
+
+from user_dir.checkpoint_safety import allow_fairseq_checkpoint_types  # noqa: E402
 
 allow_fairseq_checkpoint_types()
 

