@@ -36,6 +36,8 @@ setup(
             "intradist-evaluate-run=intradist.translation_recipe:evaluate_main",
             "intradist-results-table=intradist.results:main",
             "analyze-sensitivity=analysis.cli:main",
+            "train-glue=user_dir.trainers.glue:main",
+            "train-vision=user_dir.trainers.vision:main",
         ]
     },
 )
