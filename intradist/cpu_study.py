@@ -208,7 +208,14 @@ def study_report(records: List[Dict[str, object]], alpha: float) -> str:
         summary.append(f"- {k}: intra-distillation minus equal-time baseline, mean over seeds: {format_mean_std(deltas)} BLEU")
     parts += ["## Equal wall-clock time", "",
               markdown_table(["intra", "seed", "intra run", "intra BLEU", "baseline checkpoint", "baseline BLEU", "Δ BLEU"], rows),
-              "", *summary, "", "Validation loss over updates and over time: `loss_curves.png`."]  # fmt: skip
+              "", *summary, ""]  # fmt: skip
+    every = [[r["run"], r["seed"], r["comparison"], r["updates"], f"{r['train_seconds']:.0f}",
+              f"{r['tokens_per_second']:.0f}", f"{r['bleu']:.2f}"]
+             for r in sorted(records, key=lambda r: (r["seed"], r["passes"], r["updates"]))]  # fmt: skip
+    parts += ["## Every evaluation", "",
+              markdown_table(["run", "seed", "comparison", "updates", "train time (s)", "tokens/s", "BLEU"], every),
+              "", f"sacreBLEU: {records[0]['signature']}", "",
+              "Validation loss over updates and over time: `loss_curves.png`."]  # fmt: skip
     return "\n".join(parts)
 
 
