@@ -126,7 +126,9 @@ def run_study(
     os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by every fairseq subprocess
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.jsonl"
-    done = {(r["run"], r["updates"]) for r in read_jsonl(results_path)} if results_path.exists() else set()
+    previous = read_jsonl(results_path) if results_path.exists() else []
+    done = {(r["run"], r["updates"], r["comparison"]) for r in previous}
+    scored_before = {(r["run"], r["updates"]): r for r in previous}  # a checkpoint is translated once
     data_bin = prepare(corpus_dir("multi30k"), out / "data-bin",
                        PrepareConfig(vocab_size=vocab_size, max_train_lines=train_lines, max_test_lines=test_lines))  # fmt: skip
     runs = study_runs(updates, passes, seeds, baseline_factor)
@@ -143,26 +145,27 @@ def run_study(
         return read_log(save_dir)
 
     def evaluate(run: StudyRun, at_updates: int, comparison: str) -> None:
-        key = (run.name, at_updates)
-        if key in done:
+        if (run.name, at_updates, comparison) in done:
             return
-        save_dir = out / run.name
-        log = logs[run]
-        checkpoint = checkpoint_at(save_dir, at_updates, run.updates)
-        click.echo(f"translating test2016 with {checkpoint}", err=True)
-        scored = translate_and_score(data_bin, checkpoint, cpu=True, user_dir=USER_DIR)
-        seconds = wall_seconds_at(log, at_updates)
-        record = {
-            "corpus": "multi30k", "pair": "de-en", "method": run.method, "comparison": comparison,
-            "run": run.name, "seed": run.seed, "passes": run.passes, "alpha": alpha if run.passes > 1 else 0.0,
-            "updates": at_updates, "train_seconds": seconds,
-            "tokens_per_second": tokens_until(log, at_updates) / seconds,
-            "bleu": scored["bleu"], "signature": scored["signature"], "checkpoint": str(checkpoint),
-        }  # fmt: skip
+        record = scored_before.get((run.name, at_updates))
+        if record is None:
+            log = logs[run]
+            checkpoint = checkpoint_at(out / run.name, at_updates, run.updates)
+            click.echo(f"translating test2016 with {checkpoint}", err=True)
+            scored = translate_and_score(data_bin, checkpoint, cpu=True, user_dir=USER_DIR)
+            seconds = wall_seconds_at(log, at_updates)
+            record = {
+                "corpus": "multi30k", "pair": "de-en", "method": run.method, "run": run.name, "seed": run.seed,
+                "passes": run.passes, "alpha": alpha if run.passes > 1 else 0.0, "updates": at_updates,
+                "train_seconds": seconds, "tokens_per_second": tokens_until(log, at_updates) / seconds,
+                "bleu": scored["bleu"], "signature": scored["signature"], "checkpoint": str(checkpoint),
+            }  # fmt: skip
+            scored_before[(run.name, at_updates)] = record
+        record = {**record, "comparison": comparison}
         with open(results_path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
-        done.add(key)
-        click.echo(f"  {run.method} seed {run.seed} @ {at_updates} updates: BLEU {scored['bleu']:.2f}", err=True)
+        done.add((run.name, at_updates, comparison))
+        click.echo(f"  {run.method} seed {run.seed} @ {at_updates} updates ({comparison}): BLEU {record['bleu']:.2f}", err=True)
 
     for seed in seeds:  # evaluate each seed as soon as it is trained, so a partial study still reports
         for index, run in enumerate(runs, 1):
