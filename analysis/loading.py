@@ -35,6 +35,7 @@ from omegaconf import OmegaConf
 
 import user_dir  # noqa: F401  (registers our fairseq tasks and criterions, allow-lists fairseq's checkpoint types)
 from intradist.errors import UserError
+from intradist.provenance import sha256_of
 from user_dir.checkpoint_safety import allow_fairseq_checkpoint_types
 
 FRAMEWORKS = ("fairseq", "transformers", "torchvision", "state_dict")
@@ -90,7 +91,7 @@ def load_checkpoint(
     if framework != "auto" and framework not in FRAMEWORKS:
         raise UserError(f"framework {framework!r}: unknown; choose auto, {', '.join(FRAMEWORKS)}")
     path = Path(path)
-    target = _check_device(device)
+    target = check_device(device)
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
     if path.is_dir():
@@ -183,15 +184,8 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0].split('. ')[0]}" if text else type(error).__name__
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _check_device(device: str) -> torch.device:
+def check_device(device: str) -> torch.device:
+    """``device`` as a torch device, refused in one line when malformed or absent on this machine."""
     try:
         target = torch.device(device)
     except RuntimeError:
@@ -300,7 +294,7 @@ def _load_fairseq(path: Path, state: Dict[str, Any], data: Optional[Union[str, P
         model=model,
         framework="fairseq",
         path=path,
-        sha256=_sha256(path),
+        sha256=sha256_of(path),
         description=description,
         loss_fn=functools.partial(fairseq_token_nll, padding_idx=task.target_dictionary.pad()),
         extras={"task": task, "cfg": cfg, "data": data_dir},
@@ -350,7 +344,7 @@ def _load_transformers(folder: Path, trust_checkpoint: bool, num_labels: Optiona
         )
     head_options = {} if has_head else {"num_labels": num_labels}
     try:
-        with _seeded(seed), _quiet_transformers():
+        with _seeded(seed), quiet_transformers():
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 folder, local_files_only=True, weights_only=not trusted, output_loading_info=True, **head_options
             )
@@ -369,7 +363,7 @@ def _load_transformers(folder: Path, trust_checkpoint: bool, num_labels: Optiona
         model=model,
         framework="transformers",
         path=folder,
-        sha256=_sha256(weights),
+        sha256=sha256_of(weights),
         description=description,
         loss_fn=sequence_classification_loss,
         extras={"tokenizer": _tokenizer(folder)},
@@ -377,7 +371,7 @@ def _load_transformers(folder: Path, trust_checkpoint: bool, num_labels: Optiona
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Silence transformers' load report and progress bar (the description says what was initialised)."""
     from transformers.utils import logging as hf_logging
 
@@ -489,7 +483,7 @@ def _load_state_dict_model(
         model=model,
         framework=framework,
         path=path,
-        sha256=_sha256(path),
+        sha256=sha256_of(path),
         description=description,
         loss_fn=loss_fn,
         extras=extras,

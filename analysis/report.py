@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import base64
 import html
-import importlib.metadata
 import json
 import logging
 import math
-import platform
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,6 +25,7 @@ import torch
 from analysis.balance import balance_by_group, balance_statistics
 from analysis.grouping import layer_of, role_of
 from analysis.sensitivity import ParameterSensitivity
+from intradist.provenance import package_versions
 
 #: Values drawn per checkpoint for the distribution plots (statistics always use every parameter).
 PLOT_SAMPLE = 200_000
@@ -65,13 +64,7 @@ class CheckpointAnalysis:
 
 def versions() -> Dict[str, str]:
     """Versions that determine the numbers: Python, torch and the frameworks present."""
-    found = {"python": platform.python_version(), "torch": torch.__version__}
-    for package in ("fairseq-fixed", "transformers", "torchvision", "intradist"):
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
+    return package_versions(("torch", "fairseq-fixed", "transformers", "torchvision", "intradist"))
 
 
 def sensitivity_table(analyses: Sequence[CheckpointAnalysis], granularity: str) -> pd.DataFrame:

@@ -63,7 +63,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import click
 
 from intradist.cli import fail
-from intradist.downloads import download, sha256_of
+from intradist.downloads import download
+from intradist.provenance import sha256_of
 from intradist.errors import UserError
 from intradist.translation import SPLITS, PrepareConfig, prepare
 

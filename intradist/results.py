@@ -6,7 +6,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import click
 
@@ -107,6 +107,11 @@ def main(jsonl: Sequence[Path], out: Path | None) -> None:
     except UserError as error:
         click.echo(f"intradist-results-table: {error}", err=True)
         sys.exit(2)
+    emit_table(table, out)
+
+
+def emit_table(table: str, out: Optional[Path]) -> None:
+    """Print a markdown table and, with ``out``, also write it there (atomically)."""
     click.echo(table)
     if out is not None:
         staging = out.with_name(out.name + ".partial")

@@ -25,7 +25,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a file: make the project importable
     sys.path.insert(0, str(REPO_ROOT))
 
 from intradist.errors import UserError  # noqa: E402
-from intradist.results import format_mean_std, markdown_table, read_jsonl  # noqa: E402
+from intradist.results import emit_table, format_mean_std, markdown_table, read_jsonl  # noqa: E402
 
 #: Order of the tasks (the GLUE paper's) and of the methods in the table.
 TASK_ORDER = ("CoLA", "SST-2", "MRPC", "QQP", "STS-B", "MNLI", "QNLI", "RTE", "WNLI")
@@ -111,11 +111,7 @@ def main(paths: Sequence[Path], out: Path | None) -> None:
     except UserError as error:
         click.echo(f"results_table.py: {error}", err=True)
         sys.exit(2)
-    click.echo(table)
-    if out is not None:
-        staging = out.with_name(out.name + ".partial")
-        staging.write_text(table + "\n")
-        staging.rename(out)
+    emit_table(table, out)
 
 
 if __name__ == "__main__":

@@ -14,27 +14,25 @@ written into ``OUT.partial`` and renamed at the end, so a folder named ``OUT`` i
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
-import importlib.metadata
 import json
 import logging
 import math
-import platform
 import shlex
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import click
 import torch
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from analysis.loading import quiet_transformers
 from intradist.errors import UserError
+from intradist.provenance import package_versions, sha256_of
 from user_dir.trainers.common import DistillationSettings, distillation_options, settings_from
 from user_dir.trainers.glue_tasks import Examples, GlueTask, get_task, read_split, split_file, task_metrics
 
@@ -233,22 +231,6 @@ def _check_model_folder(folder: Path, flag: str) -> None:
         raise UserError(f"{flag} {folder}: has config.json but no weights ({' or '.join(WEIGHT_FILES)})")
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Transformers' load report and progress bar off while we load (our summary says what is new)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, progress = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if progress:
-            hf_logging.enable_progress_bar()
-
-
 def load_student(folder: Path, task: GlueTask):
     """Tokenizer and a sequence classifier for ``task`` from ``folder``; a missing or mismatched head is new."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
@@ -265,7 +247,7 @@ def load_student(folder: Path, task: GlueTask):
             problem_type="regression" if task.regression else "single_label_classification",
         )  # fmt: skip
         config.glue_task = task.name  # saved in config.json: a teacher is checked against it
-        with _quiet_transformers():
+        with quiet_transformers():
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 folder, config=config, local_files_only=True, ignore_mismatched_sizes=True, output_loading_info=True
             )
@@ -310,22 +292,8 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def versions() -> Dict[str, str]:
-    found = {"python": platform.python_version(), "torch": torch.__version__}
-    for package in ("transformers", "accelerate", "intradist"):
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
+    return package_versions(("torch", "transformers", "accelerate", "intradist"))
 
 
 def _finite(value: Any) -> Any:
@@ -447,7 +415,7 @@ def train(config: GlueConfig, command: str = COMMAND) -> Dict[str, Any]:
         "dev_examples": {split: len(dev) for split, dev in dev_sets.items()},
         "model": str(model_dir),
         "new_weights": new_weights,
-        "data": {str(e.path): _sha256(e.path) for e in (train_examples, *dev_examples.values())},
+        "data": {str(e.path): sha256_of(e.path) for e in (train_examples, *dev_examples.values())},
         "settings": {
             **{k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
                if k != "distillation"},

@@ -27,16 +27,13 @@ self-distillation × label smoothing) and writes its NLL table; see ``docs/visio
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -46,7 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from analysis.loading import check_device
 from intradist.errors import UserError
+from intradist.provenance import package_versions, sha256_of
 from intradist.results import format_mean_std, markdown_table
 from user_dir import losses
 from user_dir.trainers.common import DistillationSettings, distillation_options, settings_from
@@ -276,31 +275,11 @@ class VisionConfig:
 def resolve_device(device: Optional[str]) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        target = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device}: not a torch device (cpu, cuda, cuda:1, mps)") from None
-    if target.type == "cuda" and (target.index or 0) >= torch.cuda.device_count():
-        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA devices")
-    return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return check_device(device)
 
 
 def versions() -> Dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in ("torch", "torchvision", "numpy", "scikit-learn", "intradist"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
+    return package_versions(("torch", "torchvision", "numpy", "scikit-learn", "intradist"))
 
 
 @torch.no_grad()
@@ -475,7 +454,7 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
         "split_sizes": data.sizes(), "test_split": data.test_split, "image_size": image_size, "augment": augment,
         "dropout": config.dropout,
         "pretrained_weights": None if config.pretrained_weights is None else {
-            "path": str(config.pretrained_weights), "sha256": _sha256(Path(config.pretrained_weights)),
+            "path": str(config.pretrained_weights), "sha256": sha256_of(Path(config.pretrained_weights)),
             "newly_initialised": new_keys},
         "recipe": {"optimizer": "AdamW", "betas": list(config.betas), "weight_decay": config.weight_decay,
                    "lr": config.lr, "warmup_init_lr": config.warmup_init_lr, "warmup_steps": config.warmup_steps,
@@ -483,12 +462,12 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
                    "epochs": config.epochs, "max_steps": config.max_steps, "steps_per_epoch": steps_per_epoch,
                    "total_steps": total_steps, "selection": "lowest validation NLL"},
         "distillation": {**asdict(settings),
-                         "teacher_sha256": _sha256(teacher_file) if teacher_file is not None else None},
+                         "teacher_sha256": sha256_of(teacher_file) if teacher_file is not None else None},
         "seed": config.seed, "device": str(device), "workers": workers, "versions": versions(),
         "best_epoch": best["epoch"], "best_steps": best["steps"], "best_val_nll": best["val_nll"],
         "best_val_accuracy": best["val_accuracy"], "test_nll": test["nll"], "test_accuracy": test["accuracy"],
         "epochs_run": len(history), "steps_run": step, "train_seconds": round(train_seconds, 2),
-        "model_sha256": _sha256(partial / "model.pt"),
+        "model_sha256": sha256_of(partial / "model.pt"),
         "analyze": analysis_command(out, arch, data, image_size, str(config.data)),
     }  # fmt: skip
     (partial / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
