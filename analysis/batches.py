@@ -25,6 +25,7 @@ import torch
 
 from analysis.loading import LoadedModel, import_callable
 from intradist.errors import UserError
+from intradist.results import parse_jsonl
 
 #: ImageNet statistics, the normalisation torchvision's classification models are trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -164,17 +165,7 @@ def read_table(path: Path) -> Tuple[List[str], List[Dict[str, Any]]]:
 
 
 def _read_jsonl(path: Path, lines: Iterable[str]) -> Tuple[List[str], List[Dict[str, Any]]]:
-    rows: List[Dict[str, Any]] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}, line {number}: not a JSON object ({error.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}, line {number}: not a JSON object")
-        rows.append(row)
+    rows = parse_jsonl(path, lines)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     return columns, rows
 

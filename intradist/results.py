@@ -15,18 +15,23 @@ from intradist.errors import UserError
 
 def read_jsonl(path: Path) -> List[Dict[str, object]]:
     """The records of a JSON-lines file; a malformed line is a user error naming file and line."""
-    records = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as error:
         raise UserError(f"{path}: cannot read ({error.strerror})") from error
+    return parse_jsonl(path, lines)
+
+
+def parse_jsonl(path: Path, lines: Iterable[str]) -> List[Dict[str, object]]:
+    """One JSON object per non-blank line; anything else is a user error naming ``path`` and the line."""
+    records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{number}: not a JSON object ({error.msg})") from error
+            raise UserError(f"{path}:{number}: not a JSON object ({error.msg})") from None
         if not isinstance(record, dict):
             raise UserError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
         records.append(record)
