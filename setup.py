@@ -38,6 +38,8 @@ setup(
             "analyze-sensitivity=analysis.cli:main",
             "train-glue=user_dir.trainers.glue:main",
             "train-vision=user_dir.trainers.vision:main",
+            "train-xtreme=user_dir.trainers.xtreme:main",
+            "intradist-prepare-xtreme=intradist.xtreme:main",
         ]
     },
 )

@@ -38,6 +38,45 @@ def parse_jsonl(path: Path, lines: Iterable[str]) -> List[Dict[str, object]]:
     return records
 
 
+def read_run_records(paths: Sequence[Path], required: Sequence[str], what: str) -> List[Dict[str, object]]:
+    """The run records of JSON-lines files, JSON files (``metrics.json``) and folders (searched for ``metrics.json``).
+
+    Every record must have the ``required`` keys (a user error names the first that lacks one,
+    as no ``what`` record); a run found twice (the same task, method and seed, e.g. in a
+    results.jsonl and in its own folder) counts once.
+    """
+    records: List[Dict[str, object]] = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(path.rglob("metrics.json"))
+            if not files:
+                raise UserError(f"{path}: no metrics.json below this folder")
+            records += [_read_json_object(file) for file in files]
+        elif path.suffix == ".jsonl":
+            records += read_jsonl(path)
+        elif path.is_file():
+            records.append(_read_json_object(path))
+        else:
+            raise UserError(f"{path}: no such file or folder")
+    unique: Dict[tuple, Dict[str, object]] = {}
+    for number, record in enumerate(records, 1):
+        missing = [key for key in required if key not in record]
+        if missing:
+            raise UserError(f"record {number} is no {what} record (no {', '.join(missing)}): {json.dumps(record)[:100]}")
+        unique[(record.get("task"), record.get("method"), record.get("seed"))] = record
+    return list(unique.values())
+
+
+def _read_json_object(path: Path) -> Dict[str, object]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: cannot be read as JSON ({error})") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: not a JSON object")
+    return record
+
+
 def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     values = list(values)

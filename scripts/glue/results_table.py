@@ -13,10 +13,9 @@ mean ± sample std over the seeds, with the number of runs in parentheses.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import click
 
@@ -25,7 +24,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a file: make the project importable
     sys.path.insert(0, str(REPO_ROOT))
 
 from intradist.errors import UserError  # noqa: E402
-from intradist.results import emit_table, format_mean_std, markdown_table, read_jsonl  # noqa: E402
+from intradist.results import emit_table, format_mean_std, markdown_table, read_run_records  # noqa: E402
 
 #: Order of the tasks (the GLUE paper's) and of the methods in the table.
 TASK_ORDER = ("CoLA", "SST-2", "MRPC", "QQP", "STS-B", "MNLI", "QNLI", "RTE", "WNLI")
@@ -33,41 +32,6 @@ METHOD_ORDER = ("baseline", "intra", "self-distill", "intra+self-distill", "kd",
 METRIC_NAMES = {
     "matthews_correlation": "MCC", "accuracy": "acc", "f1": "F1", "pearson": "Pearson", "spearman": "Spearman",
 }  # fmt: skip
-
-
-def read_records(paths: Sequence[Path]) -> List[Dict[str, object]]:
-    """The train-glue records of JSON-lines files, metrics.json files and folders (searched recursively)."""
-    records: List[Dict[str, object]] = []
-    for path in paths:
-        if path.is_dir():
-            files = sorted(path.rglob("metrics.json"))
-            if not files:
-                raise UserError(f"{path}: no metrics.json below this folder")
-            records += [_read_json(file) for file in files]
-        elif path.suffix == ".jsonl":
-            records += read_jsonl(path)
-        elif path.is_file():
-            records.append(_read_json(path))
-        else:
-            raise UserError(f"{path}: no such file or folder")
-    unique: Dict[tuple, Dict[str, object]] = {}
-    for number, record in enumerate(records, 1):
-        missing = [key for key in ("task", "method", "seed", "dev") if key not in record]
-        if missing:
-            raise UserError(f"record {number} is no train-glue record (no {', '.join(missing)}): "
-                            f"{json.dumps(record)[:100]}")  # fmt: skip
-        unique[(record["task"], record["method"], record["seed"])] = record
-    return list(unique.values())
-
-
-def _read_json(path: Path) -> Dict[str, object]:
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise UserError(f"{path}: cannot be read as JSON ({error})") from None
-    if not isinstance(record, dict):
-        raise UserError(f"{path}: not a JSON object")
-    return record
 
 
 def results_table(records: Sequence[Dict[str, object]], digits: int = 1) -> str:
@@ -104,7 +68,7 @@ def results_table(records: Sequence[Dict[str, object]], digits: int = 1) -> str:
 def main(paths: Sequence[Path], out: Path | None) -> None:
     """Methods × GLUE tasks from train-glue results (JSON lines, metrics.json files or folders)."""
     try:
-        records = read_records(paths)
+        records = read_run_records(paths, ("task", "method", "seed", "dev"), "train-glue")
         if not records:
             raise UserError(f"{', '.join(map(str, paths))}: no train-glue records")
         table = results_table(records)

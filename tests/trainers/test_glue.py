@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from intradist.errors import UserError
 from intradist.paths import corpus_dir
+from intradist.results import read_run_records
 from user_dir import losses
 from user_dir.trainers import glue
 from user_dir.trainers.glue_tasks import (
@@ -368,7 +369,7 @@ def test_results_table_is_methods_by_task_metrics_with_mean_and_std_over_seeds(t
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(json.dumps(record, indent=2))
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
-    found = table.read_records([tmp_path / "results.jsonl", tmp_path / "runs"])
+    found = read_run_records([tmp_path / "results.jsonl", tmp_path / "runs"], ("task", "method", "seed", "dev"), "glue")
     assert len(found) == 4
     lines = table.results_table(found).splitlines()
     assert lines[0] == "| method | MNLI-m acc | MNLI-mm acc | RTE acc |"

@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# XTREME PAN-X NER, zero-shot from English: bash scripts/xtreme/train_panx.sh METHOD [--xlmr base|large] [flags]
+# (METHOD: baseline, intra, self-distill; see scripts/xtreme/run.sh --help for the recipe and settings).
+exec bash "$(dirname "${BASH_SOURCE[0]}")/run.sh" panx "$@"

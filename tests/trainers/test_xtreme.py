@@ -1,0 +1,272 @@
+"""Tests of ``train-xtreme`` (user_dir/trainers/xtreme.py, ner_data.py) on the real MiniLM and real-format fixtures.
+
+The fixtures (tests/fixtures/xtreme) are PAN-X-style CoNLL files for English (train/dev/test) and
+German (dev/test) and SQuAD-style TyDiQA files (English train/dev, German dev). Training runs are
+a few CPU updates; what they must produce is checked, and the losses are checked against
+transformers' own heads. Metric values are worked out by hand in the comments.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from intradist.errors import UserError
+from user_dir.trainers import ner_data, xtreme
+from user_dir.trainers.common import DistillationSettings
+from user_dir.trainers.hf import EXTRACTIVE_QA, TOKEN_CLASSIFICATION
+
+torch.set_num_threads(1)
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "xtreme"
+FAST = ["--data-dir", str(FIXTURES), "--max-steps", "4", "--batch-size", "4", "--gradient-accumulation", "1",
+        "--logging-steps", "1", "--eval-steps", "2", "--lr", "1e-4", "--warmup", "0"]  # fmt: skip
+
+
+def run(args: Sequence[str], catch: bool = False):
+    return CliRunner().invoke(xtreme.main, [str(arg) for arg in args], catch_exceptions=catch)
+
+
+# ---------------------------------------------------------------------------------------------
+# NER data and metric
+
+
+def test_entity_scores_count_a_partially_matched_entity_as_wrong():
+    # gold entities: PER(0-1), LOC(3); predicted: PER(0-0), LOC(3): one of two right each way.
+    gold = [["B-PER", "I-PER", "O", "B-LOC"]]
+    predicted = [["B-PER", "O", "O", "B-LOC"]]
+    assert ner_data.entity_scores(gold, predicted) == pytest.approx({"precision": 50.0, "recall": 50.0, "f1": 50.0})
+
+
+def test_entity_scores_over_sentences_and_types():
+    # gold: ORG(0-1), PER(1:0); predicted: ORG(0-1), LOC(1:0), PER(1:2): tp 1, P 1/3, R 1/2, F1 2PR/(P+R) = 0.4.
+    gold = [["B-ORG", "I-ORG"], ["B-PER", "O", "O"]]
+    predicted = [["B-ORG", "I-ORG"], ["B-LOC", "O", "B-PER"]]
+    assert ner_data.entity_scores(gold, predicted) == pytest.approx(
+        {"precision": 100 / 3, "recall": 50.0, "f1": 40.0}
+    )
+
+
+def test_each_word_is_labelled_once_on_its_first_sub_token(minilm_folder):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_folder, local_files_only=True)
+    sentence = ner_data.Sentence(("Lovelace", "visited", "Buenos", "Aires"), ("B-PER", "O", "B-LOC", "I-LOC"))
+    encoded = ner_data.encode(tokenizer, [sentence], max_length=64)
+    tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+    labels = encoded["labels"][0]
+    assert len([t for t in tokens if t.startswith("##")]) > 0  # "lovelace" splits into pieces
+    labelled = [(token, ner_data.PANX_LABELS[label]) for token, label in zip(tokens, labels) if label != ner_data.IGNORE]
+    assert [tag for _, tag in labelled] == list(sentence.tags)
+    assert all(not token.startswith("##") and token not in ("[CLS]", "[SEP]") for token, _ in labelled)
+
+
+def test_words_cut_off_by_truncation_are_predicted_outside():
+    sentence = ner_data.Sentence(("a", "b", "c"), ("B-PER", "O", "B-LOC"))
+    # 2 of 3 words survived truncation; the logits favour B-PER (1) and O (0) for them
+    logits = np.zeros((1, 4, len(ner_data.PANX_LABELS)))
+    logits[0, 1, 1] = logits[0, 2, 0] = 5.0
+    targets = np.array([[ner_data.IGNORE, 1, 0, ner_data.IGNORE]])
+    assert ner_data.predicted_tags(logits, targets, [sentence]) == [["B-PER", "O", "O"]]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("Paris\tB-LOC\nNice B-LOC\n", r"line 2: expected 'token<TAB>tag'"), ("Paris\tB-CITY\n", r"line 1: unknown tag 'B-CITY'"),
+     ("\n\n", "no sentences")],
+)  # fmt: skip
+def test_bad_conll_files_give_one_line_errors_naming_file_and_line(tmp_path, text, message):
+    path = tmp_path / "test.tsv"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message) as error:
+        ner_data.read_conll(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The objective equals transformers' own task losses (K = 1, no smoothing)
+
+
+def _batch(minilm_folder, task_name):
+    from transformers import AutoTokenizer, DataCollatorForTokenClassification, DataCollatorWithPadding
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_folder, local_files_only=True)
+    config = xtreme.XtremeConfig(task=task_name, out=Path("unused"), data_dir=FIXTURES).resolved()
+    config = xtreme.dataclasses.replace(config, max_length=128, doc_stride=32)
+    task = xtreme.TASKS[task_name]
+    rows, _ = xtreme.train_set(task, tokenizer, xtreme.split_path(FIXTURES, task, "en", "train"), config)
+    collator = (DataCollatorForTokenClassification(tokenizer) if task_name == "panx"
+                else DataCollatorWithPadding(tokenizer))  # fmt: skip
+    return task, collator([rows[i] for i in range(6)])
+
+
+@pytest.mark.parametrize("task_name", ["panx", "tydiqa"])
+def test_single_pass_objective_is_the_models_own_loss(minilm_folder, task_name):
+    task, batch = _batch(minilm_folder, task_name)
+    torch.manual_seed(0)
+    _, model, _ = xtreme.load_student(str(minilm_folder), task)
+    model.eval()
+    reference = model(**batch).loss  # transformers' loss: CE over first sub-tokens / (start CE + end CE) / 2
+    features = {k: v for k, v in batch.items() if k not in task.head.label_names}
+    terms = DistillationSettings().objective(
+        lambda: task.head.logits(model(**features)), task.head.targets(batch), step=0, max_step=1,
+        ignore_index=task.head.ignore_index,
+    )  # fmt: skip
+    assert terms["loss"].item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+def test_qa_intra_term_averages_the_start_and_end_divergences():
+    from user_dir import losses
+
+    torch.manual_seed(0)
+    passes = [{"start_logits": torch.randn(3, 7), "end_logits": torch.randn(3, 7)} for _ in range(2)]
+    combined = losses.intra_distillation_loss([EXTRACTIVE_QA.logits(p) for p in passes], "x", reduction="mean")
+    start = losses.intra_distillation_loss([p["start_logits"] for p in passes], "x", reduction="mean")
+    end = losses.intra_distillation_loss([p["end_logits"] for p in passes], "x", reduction="mean")
+    assert combined.item() == pytest.approx((start.item() + end.item()) / 2, rel=1e-6)
+
+
+def test_token_head_ignores_the_non_first_sub_tokens():
+    assert TOKEN_CLASSIFICATION.ignore_index == ner_data.IGNORE
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole runs
+
+
+@pytest.fixture(scope="module")
+def panx_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("panx")
+    common = ["--task", "panx", "--max-length", "32", *FAST]
+    baseline = run([*common, "--out", root / "baseline"])
+    intra = run([*common, "--out", root / "intra", "--num-passes", "2", "--alpha", "1", "--constant-alpha"])
+    return root, baseline, intra
+
+
+def _check_zero_shot(out: Path, metrics: Sequence[str]):
+    zero_shot = json.loads((out / "zero_shot.json").read_text())
+    assert sorted(zero_shot["languages"]) == ["de", "en"]
+    for name in metrics:
+        values = [zero_shot["languages"][lang][name] for lang in ("de", "en")]
+        assert all(0.0 <= value <= 100.0 for value in values)
+        assert zero_shot["average"][name] == pytest.approx(sum(values) / 2)
+    table = (out / "zero_shot.md").read_text()
+    assert "| de " in table and "| en " in table and "**average**" in table
+    return zero_shot
+
+
+def test_panx_runs_score_every_language_and_average_them(panx_runs):
+    root, baseline, intra = panx_runs
+    for name, result in (("baseline", baseline), ("intra", intra)):
+        assert result.exit_code == 0, result.output
+        zero_shot = _check_zero_shot(root / name, ["precision", "recall", "f1"])
+        assert zero_shot["method"] == name and zero_shot["split"] == "test"
+        assert zero_shot["languages"]["de"]["examples"] == 8
+        assert (root / name / "config.json").is_file() and not (root / f"{name}.partial").exists()
+    record = json.loads((root / "intra" / "metrics.json").read_text())
+    assert record["steps"] == 4 and record["selection"] == "best"
+    train_logs = [json.loads(line) for line in (root / "intra" / "log.jsonl").read_text().splitlines()]
+    intra_losses = [entry["intra_loss"] for entry in train_logs if "intra_loss" in entry]
+    assert intra_losses and all(value > 0 for value in intra_losses)  # dropout makes the 2 passes differ
+    assert {entry["alpha"] for entry in train_logs if "alpha" in entry} == {1.0}
+
+
+def test_a_saved_panx_model_is_loaded_as_a_teacher(panx_runs, tmp_path):
+    root, _, _ = panx_runs
+    result = run(["--task", "panx", "--max-length", "32", *FAST, "--out", tmp_path / "sd",
+                  "--teacher", root / "baseline", "--kd-weight", "0.5"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "sd" / "metrics.json").read_text())["method"] == "self-distill"
+
+
+def test_tydiqa_runs_score_f1_and_exact_match_per_language(tmp_path):
+    common = ["--task", "tydiqa", "--max-length", "128", "--doc-stride", "32", *FAST]
+    for name, extra in (("baseline", []), ("intra", ["--num-passes", "2", "--alpha", "1"])):
+        result = run([*common, "--out", tmp_path / name, *extra])
+        assert result.exit_code == 0, result.output
+        zero_shot = _check_zero_shot(tmp_path / name, ["exact_match", "f1"])
+        assert zero_shot["split"] == "dev" and zero_shot["method"] == name
+        for scores in zero_shot["languages"].values():
+            assert scores["exact_match"] <= scores["f1"] + 1e-9
+        record = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert record["selection"] == "last" and record["selected_step"] == 4
+        assert math.isfinite(record["dev"]["f1"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--data-dir", "{tmp}/nowhere"], "no panx/ folder"),
+     (["--data-dir", str(FIXTURES), "--languages", "en,xx"], "no test.tsv for xx"),
+     (["--data-dir", str(FIXTURES), "--train-language", "de"], "de/train.tsv: no such file"),
+     (["--data-dir", str(FIXTURES), "--teacher", "{tmp}/nowhere"], "--teacher .*: no such directory")],
+)  # fmt: skip
+def test_user_mistakes_are_one_line_errors_and_leave_nothing(tmp_path, args, message):
+    out = tmp_path / "run"
+    result = run(["--task", "panx", "--out", out, *[a.replace("{tmp}", str(tmp_path)) for a in args]], catch=True)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train-xtreme: ")
+    assert __import__("re").search(message, lines[0]), lines[0]
+    assert not out.exists() and not out.with_name("run.partial").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The scripts
+
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def test_train_script_runs_the_recipe_and_the_table_collects_it(tmp_path, minilm_folder):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "INTRADIST_XTREME_DATA": str(FIXTURES), "INTRADIST_XTREME_MODEL": str(minilm_folder),
+           "INTRADIST_XTREME_OUT": str(tmp_path), "INTRADIST_SEEDS": "1 2", "OMP_NUM_THREADS": "1"}  # fmt: skip
+    fast = ["--max-length", "32", "--max-steps", "2", "--batch-size", "4", "--gradient-accumulation", "1",
+            "--languages", "de,en"]  # fmt: skip
+    completed = subprocess.run(["bash", str(REPO / "scripts/xtreme/train_panx.sh"), "intra", *fast],
+                               capture_output=True, text=True, env=env)  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    run_dir = tmp_path / "panx" / minilm_folder.name
+    for seed in (1, 2):
+        settings = json.loads((run_dir / f"intra-seed{seed}" / "metrics.json").read_text())["settings"]
+        assert settings["lr"] == 2e-5 and settings["epochs"] == 10.0 and settings["seed"] == seed
+        assert settings["distillation"]["num_passes"] == 3 and settings["distillation"]["alpha"] == 1.0
+    table = subprocess.run([sys.executable, str(REPO / "scripts/xtreme/results_table.py"), str(tmp_path / "results.jsonl")],
+                           capture_output=True, text=True)  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith("**panx** (test f1")
+    assert lines[2] == "| method | en | de | avg |"
+    assert lines[4].startswith("| intra | ") and lines[4].endswith(" (2) |")
+
+
+def test_results_table_is_mean_and_std_over_seeds_per_language():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("xtreme_results_table", REPO / "scripts/xtreme/results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    records = [
+        {"task": "tydiqa", "method": "intra", "seed": 1, "languages": {"en": {"f1": 60.0}, "sw": {"f1": 40.0}},
+         "average": {"f1": 50.0}, "split": "dev"},
+        {"task": "tydiqa", "method": "intra", "seed": 2, "languages": {"en": {"f1": 70.0}, "sw": {"f1": 50.0}},
+         "average": {"f1": 60.0}, "split": "dev"},
+        {"task": "tydiqa", "method": "baseline", "seed": 1, "languages": {"en": {"f1": 55.0}},
+         "average": {"f1": 55.0}, "split": "dev"},
+    ]  # fmt: skip
+    lines = module.results_tables(records).splitlines()
+    assert lines[0] == "**tydiqa** (dev f1, zero-shot from en)"
+    assert lines[2] == "| method | en | sw | avg |"
+    # intra en: 60, 70 -> 65.0 ± sample std sqrt((25 + 25) / 1) = 7.07; sw 45.0 ± 7.1; avg 55.0 ± 7.1
+    assert lines[4] == "| baseline | 55.0 (1) | — | 55.0 (1) |"
+    assert lines[5] == "| intra | 65.0 ± 7.1 (2) | 45.0 ± 7.1 (2) | 55.0 ± 7.1 (2) |"
