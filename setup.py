@@ -40,6 +40,7 @@ setup(
             "train-vision=user_dir.trainers.vision:main",
             "train-xtreme=user_dir.trainers.xtreme:main",
             "intradist-prepare-xtreme=intradist.xtreme:main",
+            "intradist-balance-study=intradist.balance_study:main",
         ]
     },
 )
