@@ -64,7 +64,7 @@ import click
 
 from intradist.cli import fail
 from intradist.downloads import download
-from intradist.provenance import sha256_of
+from intradist.provenance import check_sha256, record_sha256, sha256_of
 from intradist.errors import UserError
 from intradist.translation import SPLITS, PrepareConfig, prepare
 
@@ -213,43 +213,12 @@ def extract_pair(archive: Path, src: str) -> Tuple[Dict[str, Dict[str, List[str]
     return splits, len(raw[src])
 
 
-def _read_lock(lock: Path) -> Dict[str, str]:
-    """Archive name -> SHA-256 recorded in a ``sha256sum``-format lock file (empty when there is none)."""
-    if not lock.is_file():
-        return {}
-    recorded = {}
-    for line in lock.read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        if name:
-            recorded[name] = digest
-    return recorded
-
-
 def verified_sha256(archive: Path, pair: str, lock: Path) -> str:
     """The archive's SHA-256, checked against the published value or the one recorded in ``lock``."""
     name = f"{pair}.tgz"
     digest = sha256_of(archive)
-    published = KNOWN_SHA256.get(name)
-    if published is not None and digest != published:
-        raise UserError(f"{archive}: SHA-256 {digest} is not the published {published} of {name}; download it again")
-    recorded = _read_lock(lock).get(name)
-    if recorded is not None and digest != recorded:
-        raise UserError(
-            f"{archive}: SHA-256 {digest} differs from {recorded}, recorded in {lock} when {pair} was first "
-            f"prepared; the archive changed: restore the original, or delete that line to accept this one"
-        )
+    check_sha256(digest, name, str(archive), lock, KNOWN_SHA256.get(name))
     return digest
-
-
-def record_sha256(lock: Path, pair: str, digest: str) -> None:
-    """Add the archive's SHA-256 to the lock file (written whole under a temporary name, then renamed)."""
-    recorded = _read_lock(lock)
-    if f"{pair}.tgz" in recorded:
-        return
-    recorded[f"{pair}.tgz"] = digest
-    partial = lock.with_name(lock.name + ".partial")
-    partial.write_text("".join(f"{value}  {name}\n" for name, value in sorted(recorded.items())))
-    partial.replace(lock)
 
 
 def _archive_in(archives: Path, src: str) -> Path:
@@ -314,7 +283,7 @@ def prepare_pair(src: str, out: Path, vocab_size: int, archives: Optional[Path] 
         digest = verified_sha256(archive, pair, lock)
         splits, raw_pairs = extract_pair(archive, src)
         out.mkdir(parents=True, exist_ok=True)
-        record_sha256(lock, pair, digest)
+        record_sha256(lock, f"{pair}.tgz", digest)
         counts = {split: len(by_lang[src]) for split, by_lang in splits.items()}
         record = {"pair": pair, "archive": archive.name, "archive_sha256": digest,
                   "train_pairs_before_cleaning": raw_pairs, "sentences": counts}  # fmt: skip

@@ -71,7 +71,8 @@ from tqdm import tqdm
 from intradist.cli import fail
 from intradist.downloads import download
 from intradist.errors import UserError
-from intradist.provenance import sha256_of
+from intradist.provenance import check_sha256, record_sha256, sha256_of
+from user_dir.trainers.ner_data import PANX_LABELS
 
 COMMAND = "intradist-prepare-xtreme"
 TASKS = ("panx", "tydiqa")
@@ -81,7 +82,7 @@ PANX_URL = "https://www.amazon.com/clouddrive/share/d3KGCRCIYwhKJF0H3eWA26hjg2ZC
 """The shared folder that serves ``AmazonPhotos.zip`` (google-research/xtreme README and download_data.sh)."""
 PANX_ZIP = "AmazonPhotos.zip"
 PANX_SPLITS = ("train", "dev", "test")
-PANX_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
+PANX_TAGS = PANX_LABELS
 #: ``{lang}.tar.gz`` at the top of the zip or in its ``panx_dataset/`` folder (WikiANN names: ``en``, ``zh-yue``).
 _PANX_MEMBER = re.compile(r"^(?:panx_dataset/)?([a-z]+(?:-[a-z]+)*)\.tar\.gz$")
 
@@ -333,31 +334,6 @@ def dev_sets(archive: Path, codes: Sequence[str]) -> Dict[str, dict]:
 # ------------------------------------------------------------------------------------ checksums, manifest
 
 
-def _read_lock(lock: Path) -> Dict[str, str]:
-    """Archive name -> SHA-256 recorded in a ``sha256sum``-format lock file (empty when there is none)."""
-    if not lock.is_file():
-        return {}
-    recorded = {}
-    for line in lock.read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        if name:
-            recorded[name] = digest
-    return recorded
-
-
-def check_sha256(digest: str, name: str, where: str, lock: Path) -> None:
-    """Refuse ``digest`` of archive ``name`` (read from ``where``) unless it is the published and recorded one."""
-    published = KNOWN_SHA256.get(name)
-    if published is not None and digest != published:
-        raise UserError(f"{where}: SHA-256 {digest} is not the published {published} of {name}; download it again")
-    recorded = _read_lock(lock).get(name)
-    if recorded is not None and digest != recorded:
-        raise UserError(
-            f"{where}: SHA-256 {digest} differs from {recorded}, recorded for {name} in {lock} when it was first "
-            f"used; the archive changed: restore the original, or delete that line to accept this one"
-        )
-
-
 def _replace_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` whole: under ``path.partial`` first, then renamed."""
     partial = path.with_name(path.name + ".partial")
@@ -367,14 +343,6 @@ def _replace_text(path: Path, text: str) -> None:
         partial.unlink(missing_ok=True)
         raise
     partial.replace(path)
-
-
-def record_sha256(lock: Path, name: str, digest: str) -> None:
-    """Add an archive's SHA-256 to the lock file (kept when already there)."""
-    recorded = _read_lock(lock)
-    if name not in recorded:
-        recorded[name] = digest
-        _replace_text(lock, "".join(f"{value}  {key}\n" for key, value in sorted(recorded.items())))
 
 
 def update_manifest(
@@ -420,7 +388,7 @@ def _verified_tydiqa_archive(name: str, out: Path, archives: Optional[Path]) -> 
     path, downloaded = _tydiqa_archive(name, out, archives)
     digest = sha256_of(path)
     try:
-        check_sha256(digest, name, str(path), out / LOCK_NAME)
+        check_sha256(digest, name, str(path), out / LOCK_NAME, KNOWN_SHA256.get(name))
     except UserError:
         if downloaded and KNOWN_SHA256.get(name) not in (None, digest):
             path.unlink()

@@ -267,7 +267,7 @@ def test_the_checksum_lock_refuses_an_archive_that_changed(archives, tmp_path, n
     result = CliRunner().invoke(main, flags)
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1
-    assert f"{archives / 'de-en.tgz'}: SHA-256 " in result.output and f"recorded in {lock}" in result.output
+    assert f"{archives / 'de-en.tgz'}: SHA-256 " in result.output and f"recorded for de-en.tgz in {lock}" in result.output
     assert lock.read_text() == recorded and not (out / "de-en.text").exists()
 
 

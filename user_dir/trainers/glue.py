@@ -15,11 +15,9 @@ written into ``OUT.partial`` and renamed at the end, so a folder named ``OUT`` i
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -30,7 +28,6 @@ from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
 
 from analysis.loading import quiet_transformers
 from intradist.errors import UserError
-from intradist.provenance import sha256_of
 from user_dir.trainers.common import DistillationSettings, distillation_options, settings_from
 from user_dir.trainers.glue_tasks import Examples, GlueTask, get_task, read_split, split_file, task_metrics
 from user_dir.trainers.hf import (
@@ -40,12 +37,13 @@ from user_dir.trainers.hf import (
     SelectionCallback,
     check_model_folder,
     default_model,
-    finite,
     first_line,
     method_name,
     quiet_fairseq_logging,
     resolve_device,
-    versions,
+    run_record,
+    save_run,
+    train_and_select,
 )
 
 COMMAND = "train-glue"
@@ -245,21 +243,8 @@ def train(config: GlueConfig, command: str = COMMAND) -> Dict[str, Any]:
         optimizer_cls_and_kwargs=optimizer, callbacks=[selection], settings=settings, head=dataclasses.replace(SEQUENCE_CLASSIFICATION, regression=task.regression),
         teacher=teacher,
     )  # fmt: skip
-    started = time.perf_counter()
-    trainer.train()
-    train_seconds = time.perf_counter() - started
-    steps = trainer.state.global_step
-    if steps not in selection.history:
-        trainer.evaluate()  # the last step was no evaluation step: evaluate the final weights too
-    best_step = selection.restore_best(trainer.model)
-    selected = steps if best_step is None else best_step
-    trainer.save_model(str(staging))
-    (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; metrics.json records the settings
-    log = trainer.state.log_history
-    with open(staging / "log.jsonl", "w") as handle:
-        for record in log:
-            handle.write(json.dumps(finite(record)) + "\n")
-    losses = [record["loss"] for record in log if "loss" in record]
+    selected, train_seconds = train_and_select(trainer, selection)
+    data_files = [e.path for e in (train_examples, *dev_examples.values())]
     record = {
         "task": task.name,
         "method": method_name(settings, teacher_config, model.config),
@@ -267,34 +252,13 @@ def train(config: GlueConfig, command: str = COMMAND) -> Dict[str, Any]:
         "dev": {split: selection.history[selected].get(split, {}) for split, _ in task.dev_splits},
         "primary_metric": task.primary_metric,
         "selected_step": selected,
-        "selection": config.select,
-        "steps": steps,
-        "epochs": trainer.state.epoch,
-        "train_seconds": round(train_seconds, 2),
-        "train_loss_first": losses[0] if losses else None,
-        "train_loss_last": losses[-1] if losses else None,
-        "evaluations": [selection.history[step] for step in sorted(selection.history)],
         "train_examples": len(train_set),
         "dev_examples": {split: len(dev) for split, dev in dev_sets.items()},
         "model": str(model_dir),
         "new_weights": new_weights,
-        "data": {str(e.path): sha256_of(e.path) for e in (train_examples, *dev_examples.values())},
-        "settings": {
-            **{k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
-               if k != "distillation"},
-            "distillation": dataclasses.asdict(settings),
-        },  # fmt: skip
-        "device": "cpu" if use_cpu else torch.cuda.get_device_name(),
-        "fp16": fp16,
-        "versions": versions(),
-        "command": command,
+        **run_record(trainer, selection, config, train_seconds, data_files, use_cpu, command),
     }
-    record = finite(record)
-    (staging / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    return record
+    return save_run(trainer, staging, out, record)
 
 
 def summary(record: Dict[str, Any], out: Path) -> str:

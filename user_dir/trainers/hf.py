@@ -12,8 +12,11 @@ values, the method name of a run).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
@@ -22,7 +25,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from intradist.errors import UserError
-from intradist.provenance import package_versions
+from intradist.provenance import package_versions, sha256_of
 from user_dir.trainers.common import DistillationSettings
 
 #: Evaluation records of the Trainer that say how fast, not how good (left out of metrics.json).
@@ -161,6 +164,61 @@ class SelectionCallback(TrainerCallback):
             return None
         model.load_state_dict(self.best_state)
         return self.best_step
+
+
+def train_and_select(trainer: Trainer, selection: SelectionCallback) -> Tuple[int, float]:
+    """Train; evaluate the final weights too when the last step was no evaluation step; keep the selected weights.
+
+    Returns (the step whose weights the model now holds, training seconds).
+    """
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    steps = trainer.state.global_step
+    if steps not in selection.history:
+        trainer.evaluate()
+    best_step = selection.restore_best(trainer.model)
+    return (steps if best_step is None else best_step), seconds
+
+
+def run_record(trainer: Trainer, selection: SelectionCallback, config: Any, train_seconds: float,
+               data_files: Sequence[Path], use_cpu: bool, command: str) -> Dict[str, Any]:  # fmt: skip
+    """What every transformers run records beside its scores: steps, losses, evaluations, settings, provenance.
+
+    ``config`` is the run's dataclass, with the distillation switches in its ``distillation`` field.
+    """
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
+    return {
+        "selection": selection.select,
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "train_seconds": round(train_seconds, 2),
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "evaluations": [selection.history[step] for step in sorted(selection.history)],
+        "data": {str(path): sha256_of(path) for path in dict.fromkeys(data_files)},
+        "settings": settings,
+        "device": "cpu" if use_cpu else torch.cuda.get_device_name(),
+        "fp16": trainer.args.fp16,
+        "versions": versions(),
+        "command": command,
+    }
+
+
+def save_run(trainer: Trainer, staging: Path, out: Path, record: Dict[str, Any]) -> Dict[str, Any]:
+    """Write the model, ``log.jsonl`` and ``metrics.json`` (``record``) into ``staging``, then rename it to ``out``."""
+    trainer.save_model(str(staging))
+    (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; metrics.json records the settings
+    with open(staging / "log.jsonl", "w") as handle:
+        for entry in trainer.state.log_history:
+            handle.write(json.dumps(finite(entry)) + "\n")
+    record = finite(record)
+    (staging / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return record
 
 
 def check_model_folder(folder: Path, flag: str) -> None:

@@ -28,7 +28,6 @@ import json
 import shlex
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -40,7 +39,6 @@ from transformers import DataCollatorForTokenClassification, DataCollatorWithPad
 
 from analysis.loading import quiet_transformers
 from intradist.errors import UserError
-from intradist.provenance import sha256_of
 from intradist.results import markdown_table
 from user_dir.trainers import ner_data, qa_data
 from user_dir.trainers.common import DistillationSettings, distillation_options, settings_from
@@ -58,7 +56,9 @@ from user_dir.trainers.hf import (
     method_name,
     quiet_fairseq_logging,
     resolve_device,
-    versions,
+    run_record,
+    save_run,
+    train_and_select,
 )
 
 COMMAND = "train-xtreme"
@@ -357,14 +357,7 @@ def train(config: XtremeConfig, command: str = COMMAND) -> Dict[str, Any]:
         processing_class=tokenizer, data_collator=collator, compute_metrics=dev.score, callbacks=[selection],
         settings=settings, head=task.head, teacher=teacher,
     )  # fmt: skip
-    started = time.perf_counter()
-    trainer.train()
-    train_seconds = time.perf_counter() - started
-    steps = trainer.state.global_step
-    if steps not in selection.history:
-        trainer.evaluate()  # the last step was no evaluation step: evaluate the final weights too
-    best_step = selection.restore_best(trainer.model)
-    selected = steps if best_step is None else best_step
+    selected, train_seconds = train_and_select(trainer, selection)
 
     trainer.compute_metrics = None  # it scores the English dev set; each language is scored below
     scores: Dict[str, Dict[str, Any]] = {}
@@ -381,47 +374,19 @@ def train(config: XtremeConfig, command: str = COMMAND) -> Dict[str, Any]:
         f"{task.name} {method} seed {config.seed}: {task.eval_split} scores, trained on {config.train_language}\n\n"
         + zero_shot_table(task, scores, average)
     )
-    trainer.save_model(str(staging))
-    (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; metrics.json records the settings
-    log = trainer.state.log_history
-    with open(staging / "log.jsonl", "w") as handle:
-        for entry in log:
-            handle.write(json.dumps(finite(entry)) + "\n")
-    losses = [entry["loss"] for entry in log if "loss" in entry]
-    data_files = [train_file, dev_file, *(e.path for e in evaluations.values())]
     record = {
         **zero_shot,
         "primary_metric": task.primary_metric,
         "dev": selection.history[selected].get("dev", {}),
         "selected_step": selected,
-        "selection": config.select,
-        "steps": steps,
-        "epochs": trainer.state.epoch,
-        "train_seconds": round(train_seconds, 2),
-        "train_loss_first": losses[0] if losses else None,
-        "train_loss_last": losses[-1] if losses else None,
-        "evaluations": [selection.history[step] for step in sorted(selection.history)],
         "train_examples": train_examples,
         "train_features": len(training),
         "model": config.model or str(default_model()),
         "new_weights": new_weights,
-        "data": {str(path): sha256_of(path) for path in dict.fromkeys(data_files)},
-        "settings": {
-            **{k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
-               if k != "distillation"},
-            "distillation": dataclasses.asdict(settings),
-        },  # fmt: skip
-        "device": "cpu" if use_cpu else torch.cuda.get_device_name(),
-        "fp16": fp16,
-        "versions": versions(),
-        "command": command,
+        **run_record(trainer, selection, config, train_seconds,
+                     [train_file, dev_file, *(e.path for e in evaluations.values())], use_cpu, command),
     }
-    record = finite(record)
-    (staging / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    return record
+    return save_run(trainer, staging, out, record)
 
 
 def summary(record: Dict[str, Any], out: Path) -> str:
