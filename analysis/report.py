@@ -237,6 +237,12 @@ _PLOT_CAPTIONS = {
 }
 
 
+def read_balance(report_dir: Path) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """Checkpoint label -> normalization ("raw", "loss-normalized") -> statistics, from a report's ``balance.json``."""
+    record = json.loads((Path(report_dir) / "balance.json").read_text())
+    return {entry["label"]: entry["balance"] for entry in record["checkpoints"]}
+
+
 def _checkpoint_lines(analyses: Sequence[CheckpointAnalysis], record: Dict[str, object]) -> List[str]:
     lines = []
     for analysis, entry in zip(analyses, record["checkpoints"]):

@@ -145,12 +145,6 @@ def vision_models(settings: "VisionStudy", out: Path) -> List[StudyModel]:
 # The report
 
 
-def balance_of(analysis_dir: Path) -> Dict[str, Dict[str, Dict[str, float]]]:
-    """label -> normalization -> statistics, from the analysis report's ``balance.json``."""
-    record = json.loads((analysis_dir / "balance.json").read_text())
-    return {entry["label"]: entry["balance"] for entry in record["checkpoints"]}
-
-
 def check_claims(models: Sequence[StudyModel], balance: Dict[str, Dict[str, Dict[str, float]]]) -> List[Dict[str, object]]:
     """For each statistic and normalization: did it fall over the rounds, and is intra below the baseline?
 
@@ -242,7 +236,9 @@ def plot_study(models: Sequence[StudyModel], balance, score_name: str, path: Pat
 def write_study(out: Path, title: str, models: List[StudyModel], score_name: str, command: str,
                 settings: Dict[str, object], minutes: float) -> Dict[str, object]:  # fmt: skip
     """study.json, study.md and study.png in ``out`` (which holds ``analysis/``)."""
-    balance = balance_of(out / "analysis")
+    from analysis.report import read_balance
+
+    balance = read_balance(out / "analysis")
     checks = check_claims(models, balance)
     record = {"title": title, "command": command, "settings": settings, "wall_minutes": round(minutes, 1),
               "score": score_name, "models": [asdict(m) for m in models], "balance": balance, "claims": checks}  # fmt: skip

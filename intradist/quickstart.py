@@ -1,9 +1,12 @@
-"""The quick start: baseline vs intra-distillation on the shipped Multi30k De->En data.
+"""The quick start: baseline vs intra-distillation on the shipped Multi30k De->En data, BLEU and balance.
 
 Prepares sentencepiece + fairseq binaries (reused on later runs), trains the same small
 transformer with fairseq's ``label_smoothed_cross_entropy`` and with this project's
 ``intra_distillation`` for the same number of updates, translates the test set with beam
-search, scores it with sacreBLEU, and writes ``results.json`` and ``results.md``.
+search and scores it with sacreBLEU. Then the paper's other half: the Taylor sensitivities of
+both models on the same validation batches, raw and loss-normalized, and their balance
+statistics (:mod:`analysis`), with the full comparison report (HTML, markdown, JSON) in
+``OUT/sensitivity/``. Writes ``results.json`` and ``results.md``: one table of both halves.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +22,9 @@ from typing import Dict, List, Optional
 
 import click
 
+from analysis.batches import BatchOptions
+from analysis.pipeline import AnalysisOptions, analyze
+from analysis.report import read_balance
 from intradist.errors import UserError
 from intradist.fairseq_runs import USER_DIR, timed, train, transformer_args
 from intradist.paths import REPO_ROOT, corpus_dir
@@ -60,13 +67,27 @@ def methods(passes: int, alpha: float, adaptive: bool) -> List[Method]:
     ]
 
 
+#: The balance statistics of the table (analysis.balance): the paper's std and three scale-free ones.
+TABLE_STATISTICS = (("std", "std", ".3g"), ("cv", "CV", ".3f"), ("gini", "Gini", ".4f"), ("top1_share", "top-1 %", ".3f"))
+NORMALIZATIONS = (("raw", "raw"), ("loss-normalized", "loss-norm."))
+TABLE_NOTE = (
+    "Balance: Taylor sensitivities |θ ∂L/∂θ| of every parameter on the same validation batches; std is the "
+    "paper's statistic, CV = std/mean, Gini 0 = all equal, top-1 % = share of the total held by the 1 % most "
+    "sensitive parameters; smaller is more balanced. loss-norm. divides by the model's mean loss on the batches."
+)
+
+
 def markdown_table(rows: List[Dict[str, object]]) -> str:
-    lines = ["| method | updates | wall time (s) | tokens/s | BLEU |", "|---|---:|---:|---:|---:|"]
+    """Method by method: updates, time, tokens/s, BLEU, and each balance statistic raw and loss-normalized."""
+    header = ["method", "updates", "wall time (s)", "tokens/s", "BLEU"]
+    header += [f"{name} ({short})" for _, short in NORMALIZATIONS for _, name, _ in TABLE_STATISTICS]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for row in rows:
-        lines.append(
-            f"| {row['method']} | {row['updates']} | {row['wall_seconds']:.0f} | "
-            f"{row['tokens_per_second']:.0f} | {row['bleu']:.2f} |"
-        )
+        cells = [row["method"], str(row["updates"]), f"{row['wall_seconds']:.0f}", f"{row['tokens_per_second']:.0f}",
+                 f"{row['bleu']:.2f}"]  # fmt: skip
+        cells += [format(row["balance"][normalization][key], spec)
+                  for normalization, _ in NORMALIZATIONS for key, _, spec in TABLE_STATISTICS]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -82,6 +103,7 @@ def run_quickstart(
     train_lines: Optional[int],
     test_lines: Optional[int],
     seed: int,
+    analysis_batches: int = 20,
 ) -> List[Dict[str, object]]:
     """Run the whole quick start and return its table rows (also written under ``out``)."""
     import torch
@@ -96,9 +118,10 @@ def run_quickstart(
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("results.json", "results.md"):  # a failed run must not leave an older table looking current
         (out / stale).unlink(missing_ok=True)
+    shutil.rmtree(out / "sensitivity", ignore_errors=True)
     data_config = PrepareConfig(vocab_size=vocab_size, max_train_lines=train_lines, max_test_lines=test_lines)
     runs = methods(passes, alpha, adaptive_alpha)
-    steps = 1 + 2 * len(runs)
+    steps = 2 + 2 * len(runs)
     click.echo(f"[1/{steps}] preparing Multi30k De->En (sentencepiece {vocab_size}) in {out / 'data-bin'}", err=True)
     data_bin = prepare(corpus_dir("multi30k"), out / "data-bin", data_config)
 
@@ -127,19 +150,35 @@ def run_quickstart(
         )
         click.echo(f"      BLEU {scored['bleu']:.2f}  ({scored['signature']})", err=True)
 
+    click.echo(f"[{steps}/{steps}] parameter sensitivity of both models on the same {analysis_batches} validation "
+               f"batches (Taylor, raw and loss-normalized)", err=True)  # fmt: skip
+    report_dir = out / "sensitivity"
+    batches = BatchOptions(data=data_bin, split="valid", max_batches=analysis_batches, max_tokens=max_tokens, seed=seed,
+                           device="cuda" if use_gpu else "cpu")  # fmt: skip
+    analyze([row["checkpoint"] for row in rows], AnalysisOptions(framework="fairseq", batches=batches), report_dir,
+            labels=[str(row["method"]).split(" ")[0] for row in rows],
+            command=f"analyze-sensitivity (quick start, {analysis_batches} validation batches)")  # fmt: skip
+    balance = read_balance(report_dir)
+    for row in rows:
+        row["balance"] = balance[str(row["method"]).split(" ")[0]]
     table = markdown_table(rows)
     report = {
         "rows": rows,
         "settings": {"updates": updates, "passes": passes, "alpha": alpha, "adaptive_alpha": adaptive_alpha,
                      "vocab_size": vocab_size, "max_tokens": max_tokens, "train_lines": train_lines,
-                     "test_lines": test_lines, "seed": seed, "device": "cuda" if use_gpu else "cpu"},
+                     "test_lines": test_lines, "seed": seed, "analysis_batches": analysis_batches,
+                     "device": "cuda" if use_gpu else "cpu"},
+        "sensitivity_report": str(report_dir / "report.html"),
         "model_args": MODEL_ARGS,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "fairseq": importlib.metadata.version("fairseq-fixed"),
                      "sacrebleu": importlib.metadata.version("sacrebleu")},
     }  # fmt: skip
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "results.md").write_text(f"# Quick start: Multi30k De->En test\n\n{table}\n\nsacreBLEU: {rows[0]['sacrebleu_signature']}\n")
+    (out / "results.md").write_text(
+        f"# Quick start: Multi30k De->En test\n\n{table}\n\n{TABLE_NOTE}\n\nsacreBLEU: {rows[0]['sacrebleu_signature']}\n\n"
+        f"Sensitivity report: {report_dir / 'report.html'}\n"
+    )
     return rows
 
 
@@ -156,16 +195,24 @@ def run_quickstart(
 @click.option("--train-lines", type=click.IntRange(min=1), default=None, help="Use only the first N training pairs (default: all 29,000).")
 @click.option("--test-lines", type=click.IntRange(min=1), default=None, help="Translate only the first N test sentences (default: all 1,000).")
 @click.option("--seed", default=1, show_default=True)
+@click.option("--analysis-batches", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Validation batches of the sensitivity analysis (the same for both models).")
 def main(**options) -> None:
-    """Baseline vs intra-distillation on the shipped Multi30k De->En data: train, translate, score."""
+    """Baseline vs intra-distillation on the shipped Multi30k De->En data: BLEU and parameter balance.
+
+    Trains both, translates and scores the test set, computes both models' parameter sensitivities
+    on the same validation batches and prints one table; the full report is OUT/sensitivity/report.html.
+    """
     try:
         rows = run_quickstart(**options)
     except UserError as error:
         click.echo(f"intradist-quickstart: {error}", err=True)
         sys.exit(2)
     click.echo("\n" + markdown_table(rows))
+    click.echo(f"\n{TABLE_NOTE}")
     click.echo(f"\nsacreBLEU signature: {rows[0]['sacrebleu_signature']}")
     click.echo(f"written: {options['out'] / 'results.json'} and {options['out'] / 'results.md'}")
+    click.echo(f"sensitivity report: {options['out'] / 'sensitivity' / 'report.html'}")
 
 
 if __name__ == "__main__":

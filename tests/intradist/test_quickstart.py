@@ -1,11 +1,15 @@
-"""The README's first command at a tiny budget: both methods trained, translated and scored."""
+"""The README's first command at a tiny budget: both methods trained, translated, scored and analysed."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
+import re
 
 from click.testing import CliRunner
+from PIL import Image
 
 from intradist.quickstart import main
 
@@ -27,10 +31,46 @@ def test_quickstart_tiny_budget_writes_both_methods_with_bleu(tmp_path):
     assert "| baseline | 8 |" in (out / "results.md").read_text()
     assert "sacreBLEU signature: nrefs:1|" in result.output
 
+    # the balance half: both methods, raw and loss-normalized, finite, in the printed table and the report
+    for row in rows:
+        for normalization in ("raw", "loss-normalized"):
+            stats = row["balance"][normalization]
+            assert all(math.isfinite(stats[key]) for key in ("std", "cv", "gini", "top1_share"))
+            assert stats["std"] > 0 and 0 < stats["gini"] < 1 and 0 < stats["top1_share"] <= 1
+    printed = [line for line in result.output.splitlines() if line.startswith("| ")]
+    assert printed[0].startswith("| method | updates | wall time (s) | tokens/s | BLEU | std (raw) | CV (raw) |")
+    assert printed[0].endswith("| Gini (loss-norm.) | top-1 % (loss-norm.) |")
+    assert [line.split(" | ")[0] for line in printed[1:]] == ["| baseline", "| intra-distillation (K=2, α=0.3)"]
+    assert all(len(line.split(" | ")) == 13 for line in printed)
+    report = out / "sensitivity"
+    for name in ("report.html", "report.md", "balance.json", "sensitivity.csv"):
+        assert (report / name).is_file()
+    assert f"sensitivity report: {report / 'report.html'}" in result.output
+
     prepared = (out / "data-bin" / "prepare.json").stat().st_mtime_ns
     again = CliRunner().invoke(main, [*flags, "--updates", "2"])
     assert again.exit_code == 0, again.output
     assert (out / "data-bin" / "prepare.json").stat().st_mtime_ns == prepared  # data reused, not rebuilt
+
+
+def test_quickstart_report_is_offline_and_its_images_decode(tmp_path):
+    out = tmp_path / "quickstart"
+    flags = ["--updates", "3", "--train-lines", "500", "--test-lines", "5", "--vocab-size", "300",
+             "--max-tokens", "1000", "--cpu", "--analysis-batches", "2", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(main, flags)
+    assert result.exit_code == 0, result.output
+    html = (out / "sensitivity" / "report.html").read_text()
+    # no network resource: no URL in a src, href, @import or url(), no external script or stylesheet
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
+    assert not re.search(r"""url\(\s*["']?\s*(https?:)?//|@import""", html, re.IGNORECASE)
+    assert "<script" not in html.lower() and "<link" not in html.lower()
+    sources = re.findall(r'<img[^>]*\ssrc="([^"]+)"', html)
+    assert len(sources) >= 2
+    for source in sources:
+        assert source.startswith("data:image/png;base64,")
+        image = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1], validate=True)))
+        image.load()  # decodes every pixel
+        assert image.width > 100 and image.height > 100
 
 
 def test_quickstart_rejects_bad_budget_in_one_line(tmp_path):
