@@ -29,6 +29,7 @@ from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
 from analysis.loading import quiet_transformers
 from intradist.errors import UserError
 from user_dir.trainers.common import DistillationSettings, distillation_options, settings_from
+from user_dir.trainers.config_file import config_file_option, config_text
 from user_dir.trainers.glue_tasks import Examples, GlueTask, get_task, read_split, split_file, task_metrics
 from user_dir.trainers.hf import (
     SEQUENCE_CLASSIFICATION,
@@ -185,7 +186,7 @@ def load_teacher(folder: Path, teacher_config: Any, student_config: Any) -> torc
 # A run
 
 
-def train(config: GlueConfig, command: str = COMMAND) -> Dict[str, Any]:
+def train(config: GlueConfig, command: str = COMMAND, extra_files: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Fine-tune as ``config`` says; returns the record written to ``OUT/metrics.json``.
 
     Every input is checked before anything is written: a user error leaves no folder behind.
@@ -258,7 +259,7 @@ def train(config: GlueConfig, command: str = COMMAND) -> Dict[str, Any]:
         "new_weights": new_weights,
         **run_record(trainer, selection, config, train_seconds, data_files, use_cpu, command),
     }
-    return save_run(trainer, staging, out, record)
+    return save_run(trainer, staging, out, record, extra_files)
 
 
 def summary(record: Dict[str, Any], out: Path) -> str:
@@ -324,6 +325,7 @@ Examples:
 @click.option("--fp16/--no-fp16", default=None, help="Mixed precision [default: on a GPU].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
 @distillation_options
+@config_file_option
 def main(**options: Any) -> None:
     """Fine-tune a transformers encoder on a GLUE task with intra-distillation (and KD/self-distillation).
 
@@ -332,6 +334,7 @@ def main(**options: Any) -> None:
     distillation from a --teacher folder. Saves a Hugging Face model folder with metrics.json.
     """
     quiet_fairseq_logging()
+    ctx = click.get_current_context()
     command = f"{COMMAND} " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])
     try:
         try:
@@ -339,7 +342,7 @@ def main(**options: Any) -> None:
         except ValueError as error:  # inconsistent switches, e.g. --kd-weight outside [0, 1]
             raise UserError(str(error)) from None
         config = GlueConfig(distillation=settings, **options)
-        record = train(config, command=command)
+        record = train(config, command=command, extra_files={"config.yaml": config_text(ctx)})
     except UserError as error:
         click.echo(f"{COMMAND}: {error}", err=True)
         sys.exit(2)

@@ -27,6 +27,7 @@ from transformers import Trainer, TrainerCallback
 from intradist.errors import UserError
 from intradist.provenance import package_versions, sha256_of
 from user_dir.trainers.common import DistillationSettings
+from user_dir.trainers.config_file import git_commit
 
 #: Evaluation records of the Trainer that say how fast, not how good (left out of metrics.json).
 TIMING_METRICS = ("_runtime", "_samples_per_second", "_steps_per_second")
@@ -202,13 +203,18 @@ def run_record(trainer: Trainer, selection: SelectionCallback, config: Any, trai
         "device": "cpu" if use_cpu else torch.cuda.get_device_name(),
         "fp16": trainer.args.fp16,
         "versions": versions(),
+        "git_commit": git_commit(),
         "command": command,
     }
 
 
-def save_run(trainer: Trainer, staging: Path, out: Path, record: Dict[str, Any]) -> Dict[str, Any]:
-    """Write the model, ``log.jsonl`` and ``metrics.json`` (``record``) into ``staging``, then rename it to ``out``."""
+def save_run(trainer: Trainer, staging: Path, out: Path, record: Dict[str, Any],
+             extra_files: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:  # fmt: skip
+    """Write the model, ``log.jsonl``, ``metrics.json`` (``record``) and ``extra_files`` (name -> text, e.g. the
+    run's ``config.yaml``) into ``staging``, then rename it to ``out``."""
     trainer.save_model(str(staging))
+    for name, text in (extra_files or {}).items():
+        (staging / name).write_text(text)
     (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; metrics.json records the settings
     with open(staging / "log.jsonl", "w") as handle:
         for entry in trainer.state.log_history:

@@ -49,6 +49,7 @@ from intradist.provenance import package_versions, sha256_of
 from intradist.results import format_mean_std, markdown_table
 from user_dir import losses
 from user_dir.trainers.common import DistillationSettings, distillation_options, settings_from
+from user_dir.trainers.config_file import config_file_option, config_text, git_commit
 from user_dir.trainers.vision_data import (
     AUGMENTATIONS, ImageData, default_image_size, load_image_data, make_transform, resolve_augmentation,
 )  # fmt: skip
@@ -345,12 +346,12 @@ def _check_data(data: ImageData) -> None:
 
 
 def train(config: VisionConfig, settings: DistillationSettings, data: Optional[ImageData] = None,
-          progress: Optional[bool] = None) -> Dict[str, Any]:  # fmt: skip
+          progress: Optional[bool] = None, extra_files: Optional[Dict[str, str]] = None) -> Dict[str, Any]:  # fmt: skip
     """Train one model with ``settings`` per :class:`VisionConfig`; write ``config.out``; return metrics.json's content.
 
     ``config.out`` is written as ``OUT.partial`` and renamed at the end: ``model.pt`` (the state
-    dict of the best validation NLL), ``metrics.json``, ``history.csv``. ``progress``: tqdm bars
-    (None: only on a terminal).
+    dict of the best validation NLL), ``metrics.json``, ``history.csv`` and ``extra_files`` (name ->
+    text, e.g. the run's ``config.yaml``). ``progress``: tqdm bars (None: only on a terminal).
     """
     from tqdm.auto import tqdm
 
@@ -464,6 +465,7 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
         "distillation": {**asdict(settings),
                          "teacher_sha256": sha256_of(teacher_file) if teacher_file is not None else None},
         "seed": config.seed, "device": str(device), "workers": workers, "versions": versions(),
+        "git_commit": git_commit(),
         "best_epoch": best["epoch"], "best_steps": best["steps"], "best_val_nll": best["val_nll"],
         "best_val_accuracy": best["val_accuracy"], "test_nll": test["nll"], "test_accuracy": test["accuracy"],
         "epochs_run": len(history), "steps_run": step, "train_seconds": round(train_seconds, 2),
@@ -471,6 +473,8 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
         "analyze": analysis_command(out, arch, data, image_size, str(config.data)),
     }  # fmt: skip
     (partial / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    for name, text in (extra_files or {}).items():
+        (partial / name).write_text(text)
     partial.rename(out)
     click.echo(f"train-vision: best epoch {best['epoch']} (val NLL {best['val_nll']:.4f}); {data.test_split} NLL "
                f"{test['nll']:.4f}, accuracy {100 * test['accuracy']:.2f}%; written to {out}", err=True)  # fmt: skip
@@ -658,6 +662,7 @@ def _fail(command: str, error: Exception) -> None:
 @_training_options(data_default=None, out_default=None)
 @click.option("--seed", default=1, show_default=True)
 @distillation_options
+@config_file_option
 def train_command(**options: Any) -> None:
     """Train an image classifier with the reproduction's recipe, optionally with intra-distillation and a teacher.
 
@@ -668,7 +673,8 @@ def train_command(**options: Any) -> None:
     except ValueError as error:
         _fail("train-vision", error)
     try:
-        metrics = train(_config(options), settings)
+        ctx = click.get_current_context()
+        metrics = train(_config(options), settings, extra_files={"config.yaml": config_text(ctx)})
     except UserError as error:
         _fail("train-vision", error)
     click.echo(json.dumps({key: metrics[key] for key in ("best_epoch", "best_val_nll", "test_nll", "test_accuracy")}))
@@ -686,6 +692,7 @@ def train_command(**options: Any) -> None:
 @click.option("--kd-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="beta of the self-distillation cells.")  # fmt: skip
 @click.option("--kd-temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@config_file_option
 def grid_command(**options: Any) -> None:
     """The reproduction's grid: intra-distillation x self-distillation x label smoothing, eight models per seed.
 
@@ -704,6 +711,7 @@ def grid_command(**options: Any) -> None:
         run_grid(_config(options, seed=seeds[0]), grid)
     except UserError as error:
         _fail("train-vision grid", error)
+    (Path(options["out"]) / "config.yaml").write_text(config_text(click.get_current_context()))
     click.echo((Path(options["out"]) / "grid.md").read_text())
 
 

@@ -42,6 +42,7 @@ from intradist.errors import UserError
 from intradist.results import markdown_table
 from user_dir.trainers import ner_data, qa_data
 from user_dir.trainers.common import DistillationSettings, distillation_options, settings_from
+from user_dir.trainers.config_file import config_file_option, config_text
 from user_dir.trainers.hf import (
     EXTRACTIVE_QA,
     TOKEN_CLASSIFICATION,
@@ -301,7 +302,7 @@ def zero_shot_table(task: XtremeTask, scores: Dict[str, Dict[str, Any]], average
     return markdown_table(["language", *metrics, "examples"], rows) + "\n"
 
 
-def train(config: XtremeConfig, command: str = COMMAND) -> Dict[str, Any]:
+def train(config: XtremeConfig, command: str = COMMAND, extra_files: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Fine-tune on ``--train-language``, score every language; returns the record of ``metrics.json``.
 
     Every input is checked before anything is written: a user error leaves no folder behind.
@@ -386,7 +387,7 @@ def train(config: XtremeConfig, command: str = COMMAND) -> Dict[str, Any]:
         **run_record(trainer, selection, config, train_seconds,
                      [train_file, dev_file, *(e.path for e in evaluations.values())], use_cpu, command),
     }
-    return save_run(trainer, staging, out, record)
+    return save_run(trainer, staging, out, record, extra_files)
 
 
 def summary(record: Dict[str, Any], out: Path) -> str:
@@ -459,6 +460,7 @@ Examples:
 @click.option("--fp16/--no-fp16", default=None, help="Mixed precision [default: on a GPU].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
 @distillation_options
+@config_file_option
 def main(**options: Any) -> None:
     """Fine-tune on English, evaluate on every language: XTREME NER or TyDiQA with intra-distillation.
 
@@ -467,6 +469,7 @@ def main(**options: Any) -> None:
     knowledge distillation from a --teacher folder. Writes per-language scores and their average.
     """
     quiet_fairseq_logging()
+    ctx = click.get_current_context()
     command = f"{COMMAND} " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])
     try:
         try:
@@ -477,7 +480,7 @@ def main(**options: Any) -> None:
         if languages is not None:
             languages = tuple(lang.strip() for lang in languages.split(",") if lang.strip())
         config = XtremeConfig(distillation=settings, languages=languages, **options)
-        record = train(config, command=command)
+        record = train(config, command=command, extra_files={"config.yaml": config_text(ctx)})
     except UserError as error:
         click.echo(f"{COMMAND}: {error}", err=True)
         sys.exit(2)
