@@ -94,3 +94,20 @@ def test_vision_saves_and_reruns_its_config(tmp_path):
     assert again.exit_code == 0, again.output
     a, b = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("a", "b"))
     assert (a["test_nll"], a["test_accuracy"]) == (b["test_nll"], b["test_accuracy"])
+
+
+CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs"
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p for folder in ("glue", "xtreme", "vision") for p in (CONFIGS / folder).glob("*.yaml")),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_every_shipped_config_is_valid_for_its_command(path):
+    command = {"glue": glue.main, "xtreme": xtreme.main, "vision": vision.train_command}[path.parent.name]
+    text = path.read_text()
+    assert text.startswith("# ") and "Xu, Koehn & Murray, EMNLP 2022" in text.splitlines()[0]  # names the paper
+    assert " table" in text.splitlines()[0] or " grid" in text.splitlines()[0]  # and the table it comes from
+    result = CliRunner().invoke(command, ["--config", str(path), "--help"])  # validated, then help: nothing runs
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Usage: ")
