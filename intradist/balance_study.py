@@ -260,7 +260,7 @@ class TranslationStudy:
     dataset: str = "multi30k"  # or iwslt14
     pair: str = "de"  # IWSLT'14 source language
     data_bin: Optional[Path] = None
-    rounds: int = 3
+    rounds: int = 2
     updates: int = 8000
     vocab_size: int = 1000
     max_tokens: int = 2000
@@ -406,8 +406,6 @@ def main() -> None:
 
 
 _SHARED = [
-    click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
-                 help="Self-distillation rounds after the baseline."),
     click.option("--num-passes", type=click.IntRange(min=2), default=3, show_default=True,
                  help="K of the intra-distillation model."),
     click.option("--kd-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -435,6 +433,8 @@ def _shared(function: Callable) -> Callable:
               show_default=True, help="IWSLT'14 source language (into English).")
 @click.option("--data-bin", type=click.Path(path_type=Path), default=None,
               help="A prepared data-bin [default: Multi30k prepared into OUT/data-bin; data-bin/iwslt14/PAIR-en].")
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Self-distillation rounds after the baseline.")
 @click.option("--updates", type=click.IntRange(min=1), default=8000, show_default=True, help="Updates per model.")
 @click.option("--vocab-size", type=click.IntRange(min=10), default=1000, show_default=True, help="Multi30k sentencepiece.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=2000, show_default=True, help="Multi30k tokens per batch.")
@@ -459,6 +459,8 @@ def translation(**options) -> None:
               help="Start every model from these weights (train-vision --pretrained-weights).")
 @click.option("--analysis-data", type=click.Path(path_type=Path), default=None,
               help="Image folder of test images for the sensitivities (needed for CIFAR and Pet).")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Self-distillation rounds after the baseline.")
 @click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
 @click.option("--alpha", type=click.FloatRange(min=0), default=5.0, show_default=True)

@@ -5,7 +5,7 @@
 # and one report that checks the paper's claims: OUT/study.md, study.json, study.png, analysis/.
 #
 #   bash scripts/studies/self_distill_rounds.sh [intradist-balance-study translation flags]
-#     default   Multi30k De->En (shipped), 2+2-layer transformer, 3 rounds, 8,000 updates per model,
+#     default   Multi30k De->En (shipped), 2+2-layer transformer, 2 rounds, 8,000 updates per model,
 #               intra-distillation K=3, alpha=0.3, the intra model trained beside the rounds
 #               (about 1.5-2 hours on 2 CPU cores; docs/studies/ has the measured time)
 #     --dataset iwslt14 --pair de   the paper's IWSLT'14 recipe on data-bin/iwslt14/de-en (make it with
