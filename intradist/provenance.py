@@ -5,10 +5,16 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import platform
+import subprocess
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from intradist.errors import UserError
+
+
+def data_checksums(folder: Path) -> Dict[str, str]:
+    """File name -> SHA-256 of every file directly in ``folder`` (a data-bin), to record what a run read."""
+    return {file.name: sha256_of(file) for file in sorted(Path(folder).iterdir()) if file.is_file()}
 
 
 def sha256_of(path: Path) -> str:
@@ -68,3 +74,17 @@ def record_sha256(record: Path, name: str, digest: str) -> None:
     partial = record.with_name(record.name + ".partial")
     partial.write_text("".join(f"{value}  {key}\n" for key, value in sorted(recorded.items())))
     partial.replace(record)
+
+
+def git_commit(repo: Optional[Path] = None) -> Optional[str]:
+    """The commit of the project's checkout (``+dirty`` with uncommitted changes); None outside git."""
+    where = str(repo or Path(__file__).resolve().parent.parent)
+    try:
+        commit = subprocess.run(["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Tuple
 import click
 
 from intradist.errors import UserError
+from intradist.provenance import data_checksums, git_commit, package_versions
 from intradist.fairseq_runs import USER_DIR, train, transformer_args
 from intradist.iwslt14 import SOURCE_LANGS
 from intradist.paths import REPO_ROOT, corpus_dir
@@ -156,6 +157,9 @@ def run_recipe(recipe: Recipe) -> Path:
     settings = json.dumps(asdict(recipe), indent=2)
     click.echo(f"recipe ({save_dir / 'recipe.json'}):\n{settings}", err=True)
     (save_dir / "recipe.json").write_text(settings + "\n")
+    provenance = {"git_commit": git_commit(), "seed": recipe.seed, "data": data_checksums(Path(recipe.data)),
+                  "versions": package_versions(("torch", "fairseq-fixed", "sacrebleu", "intradist"))}  # fmt: skip
+    (save_dir / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     train(recipe.fairseq_args(), save_dir, f"{recipe.pair} {recipe.method}", recipe.max_updates, resume=True)
     return save_dir
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -81,6 +82,10 @@ def test_environment_variables_override_defaults_and_flags_override_both(tmp_pat
     assert (recipe["lr"], recipe["seed"]) == (0.003, 8)
     command = (tmp_path / "checkpoints" / "baseline-seed8" / "command.txt").read_text().split()
     assert (_flag(command, "--lr"), _flag(command, "--seed"), _flag(command, "--clip-norm")) == ("0.003", "8", "0.5")
+    provenance = json.loads((tmp_path / "checkpoints" / "baseline-seed8" / "provenance.json").read_text())
+    data_bin = tmp_path / "data-bin"
+    assert provenance["seed"] == 8 and provenance["git_commit"] and "fairseq-fixed" in provenance["versions"]
+    assert provenance["data"]["dict.en.txt"] == hashlib.sha256((data_bin / "dict.en.txt").read_bytes()).hexdigest()
 
 
 def test_a_rerun_resumes_from_the_last_checkpoint(tmp_path):

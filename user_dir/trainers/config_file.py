@@ -15,7 +15,6 @@ file and the key. A run saves its effective flags as ``config.yaml`` in its outp
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -92,19 +91,3 @@ def effective_config(ctx: click.Context, values: Optional[Dict[str, Any]] = None
 def config_text(ctx: click.Context, values: Optional[Dict[str, Any]] = None) -> str:
     """The text of a run's ``config.yaml``: a header saying how to rerun it, then :func:`effective_config`."""
     return HEADER.format(command=ctx.command_path) + effective_config(ctx, values)
-
-
-def git_commit(repo: Optional[Path] = None) -> Optional[str]:
-    """The commit of the project's checkout (``+dirty`` with uncommitted changes); None outside git."""
-    from intradist.paths import REPO_ROOT
-
-    where = str(repo or REPO_ROOT)
-    try:
-        commit = subprocess.run(["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

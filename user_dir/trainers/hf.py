@@ -25,9 +25,8 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from intradist.errors import UserError
-from intradist.provenance import package_versions, sha256_of
+from intradist.provenance import git_commit, package_versions, sha256_of
 from user_dir.trainers.common import DistillationSettings
-from user_dir.trainers.config_file import git_commit
 
 #: Evaluation records of the Trainer that say how fast, not how good (left out of metrics.json).
 TIMING_METRICS = ("_runtime", "_samples_per_second", "_steps_per_second")

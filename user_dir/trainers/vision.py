@@ -45,11 +45,11 @@ from torch.utils.data import DataLoader
 
 from analysis.loading import check_device
 from intradist.errors import UserError
-from intradist.provenance import package_versions, sha256_of
+from intradist.provenance import git_commit, package_versions, sha256_of
 from intradist.results import format_mean_std, markdown_table
 from user_dir import losses
 from user_dir.trainers.common import DistillationSettings, distillation_options, settings_from
-from user_dir.trainers.config_file import config_file_option, config_text, git_commit
+from user_dir.trainers.config_file import config_file_option, config_text
 from user_dir.trainers.vision_data import (
     AUGMENTATIONS, ImageData, default_image_size, load_image_data, make_transform, resolve_augmentation,
 )  # fmt: skip
