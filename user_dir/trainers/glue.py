@@ -42,6 +42,7 @@ from user_dir.trainers.hf import (
     method_name,
     quiet_fairseq_logging,
     resolve_device,
+    run_options,
     run_record,
     save_run,
     train_and_select,
@@ -310,20 +311,9 @@ Examples:
 @click.option("--warmup", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Warm-up steps (>= 1) or fraction of all steps (< 1).")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=20, show_default=True)
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Updates; overrides --epochs.")
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--max-train-examples", type=click.IntRange(min=1), default=None,
-              help="Train on a seeded random subset of this size (demos).")
-@click.option("--max-eval-examples", type=click.IntRange(min=1), default=None,
-              help="Evaluate on a seeded random subset of each dev set (demos).")
-@click.option("--eval-steps", type=click.IntRange(min=1), default=None,
-              help="Evaluate every N updates [default: each epoch].")
-@click.option("--logging-steps", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--select", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Save the weights of the best evaluation (primary dev metric), or the last.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--fp16/--no-fp16", default=None, help="Mixed precision [default: on a GPU].")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
+@run_options
 @distillation_options
 @config_file_option
 def main(**options: Any) -> None:

@@ -19,8 +19,9 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
+import click
 import torch
 from transformers import Trainer, TrainerCallback
 
@@ -224,6 +225,27 @@ def save_run(trainer: Trainer, staging: Path, out: Path, record: Dict[str, Any],
         shutil.rmtree(out)
     staging.rename(out)
     return record
+
+
+def run_options(function: Callable) -> Callable:
+    """The flags every transformers command shares: budget, seed, demo subsets, logging, device, overwrite."""
+    options = [
+        click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Updates; overrides --epochs."),
+        click.option("--seed", type=int, default=1, show_default=True),
+        click.option("--max-train-examples", type=click.IntRange(min=1), default=None,
+                     help="Train on a seeded random subset of this size (demos)."),
+        click.option("--max-eval-examples", type=click.IntRange(min=1), default=None,
+                     help="Evaluate on a seeded random subset of each evaluation set (demos)."),
+        click.option("--eval-steps", type=click.IntRange(min=1), default=None,
+                     help="Evaluate on the dev set every N updates [default: each epoch]."),
+        click.option("--logging-steps", type=click.IntRange(min=1), default=50, show_default=True),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--fp16/--no-fp16", default=None, help="Mixed precision [default: on a GPU]."),
+        click.option("--overwrite", is_flag=True, help="Replace an existing --out folder."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        function = option(function)
+    return function
 
 
 def check_model_folder(folder: Path, flag: str) -> None:

@@ -57,6 +57,7 @@ from user_dir.trainers.hf import (
     method_name,
     quiet_fairseq_logging,
     resolve_device,
+    run_options,
     run_record,
     save_run,
     train_and_select,
@@ -445,20 +446,9 @@ Examples:
 @click.option("--max-grad-norm", type=click.FloatRange(min=0), default=1.0, show_default=True)
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
               help="[default: 10 panx, 15 tydiqa]")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Updates; overrides --epochs.")
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--max-train-examples", type=click.IntRange(min=1), default=None,
-              help="Train on a seeded random subset of this size (demos).")
-@click.option("--max-eval-examples", type=click.IntRange(min=1), default=None,
-              help="Score a seeded random subset of each language (demos).")
-@click.option("--eval-steps", type=click.IntRange(min=1), default=None,
-              help="Evaluate on the English dev set every N updates [default: each epoch].")
-@click.option("--logging-steps", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--select", type=click.Choice(["best", "last"]), default=None,
               help="Keep the weights of the best English dev score, or the last [default: best panx, last tydiqa].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--fp16/--no-fp16", default=None, help="Mixed precision [default: on a GPU].")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
+@run_options
 @distillation_options
 @config_file_option
 def main(**options: Any) -> None:
