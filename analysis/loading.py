@@ -18,6 +18,7 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import logging
 import pickle
 import re
 import sys
@@ -376,12 +377,16 @@ def quiet_transformers() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
     verbosity, progress = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hub = logging.getLogger("huggingface_hub")  # its warnings about unreachable hosts precede our one-line error
+    hub_level = hub.level
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    hub.setLevel(logging.ERROR)
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        hub.setLevel(hub_level)
         if progress:
             hf_logging.enable_progress_bar()
 

@@ -252,10 +252,10 @@ def load_student(model: str, task: XtremeTask):
         head = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
                 "label2id": {name: i for i, name in enumerate(labels)}}  # fmt: skip
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local)
-        config = transformers.AutoConfig.from_pretrained(source, local_files_only=local, **head)
-        config.xtreme_task = task.name  # saved in config.json: a teacher is checked against it
         with quiet_transformers():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local)
+            config = transformers.AutoConfig.from_pretrained(source, local_files_only=local, **head)
+            config.xtreme_task = task.name  # saved in config.json: a teacher is checked against it
             model_class = getattr(transformers, task.auto_class)
             network, info = model_class.from_pretrained(
                 source, config=config, local_files_only=local, ignore_mismatched_sizes=True, output_loading_info=True
