@@ -52,6 +52,7 @@ class StudyModel:
     checkpoint: str
     score: float  # BLEU or accuracy (percent)
     train_seconds: float
+    reused: bool = False  # trained by an earlier invocation into the same folder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,7 +88,8 @@ def translation_models(settings: "TranslationStudy", data_bin: Path, out: Path) 
     def train_and_score(label: str, kind: str, round_number: Optional[int], teacher: Optional[StudyModel]) -> StudyModel:
         save_dir = out / "models" / label
         teacher_path = Path(teacher.checkpoint) if teacher else None
-        if not (save_dir / "checkpoint_best.pt").is_file():  # a rerun keeps what finished
+        reused = (save_dir / "checkpoint_best.pt").is_file()  # a rerun keeps what finished
+        if not reused:
             method = {"baseline": "baseline", "self-distill": "self-distill", "intra": "intra"}[kind]
             _, seconds = timed(train, flags(method, teacher_path), save_dir, label, settings.updates)
             (save_dir / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
@@ -96,7 +98,7 @@ def translation_models(settings: "TranslationStudy", data_bin: Path, out: Path) 
         scored = translate_and_score(data_bin, checkpoint, cpu=settings.cpu, user_dir=USER_DIR)
         click.echo(f"{label}: BLEU {scored['bleu']:.2f} ({seconds / 60:.1f} min training)", err=True)
         return StudyModel(label, kind, round_number, teacher.label if teacher else None, str(checkpoint),
-                          float(scored["bleu"]), seconds)  # fmt: skip
+                          float(scored["bleu"]), seconds, reused)  # fmt: skip
 
     def chain() -> List[StudyModel]:
         models = [train_and_score("round0", "baseline", 0, None)]
@@ -117,7 +119,8 @@ def vision_models(settings: "VisionStudy", out: Path) -> List[StudyModel]:
 
     def train_and_score(label: str, kind: str, round_number: Optional[int], teacher: Optional[StudyModel]) -> StudyModel:
         folder = out / "models" / label
-        if not (folder / "metrics.json").is_file():
+        reused = (folder / "metrics.json").is_file()
+        if not reused:
             config = VisionConfig(data=settings.data, out=folder, arch=settings.arch, epochs=settings.epochs,
                                   pretrained_weights=settings.pretrained_weights, seed=settings.seed,
                                   dropout=settings.dropout)  # fmt: skip
@@ -130,7 +133,7 @@ def vision_models(settings: "VisionStudy", out: Path) -> List[StudyModel]:
         metrics = json.loads((folder / "metrics.json").read_text())
         click.echo(f"{label}: test accuracy {100 * metrics['test_accuracy']:.2f}%", err=True)
         return StudyModel(label, kind, round_number, teacher.label if teacher else None, str(folder / "model.pt"),
-                          100 * float(metrics["test_accuracy"]), float(metrics["train_seconds"]))  # fmt: skip
+                          100 * float(metrics["test_accuracy"]), float(metrics["train_seconds"]), reused)  # fmt: skip
 
     def chain() -> List[StudyModel]:
         models = [train_and_score("round0", "baseline", 0, None)]
@@ -190,9 +193,14 @@ def study_markdown(title: str, models: Sequence[StudyModel], balance, checks, sc
                    _yes(c["intra_below_baseline"]), _yes(c["intra_below_last_round"])] for c in checks]  # fmt: skip
     claim_header = ["statistic", "normalization", "falls every round", "last round < baseline",
                     "intra < baseline", "intra < last round"]  # fmt: skip
+    reused = [m.label for m in models if m.reused]
+    training = sum(m.train_seconds for m in models) / 60
+    timing = f"{minutes:.0f} min wall-clock; the models' training took {training:.0f} min in all"
+    if reused:
+        timing += f", {', '.join(reused)} trained by an earlier invocation into the same folder"
     return "\n".join([
         f"# {title}", "",
-        f"Command (run {time.strftime('%Y-%m-%d')}, {minutes:.0f} min wall-clock in all):", "", "```bash", command, "```", "",
+        f"Command (run {time.strftime('%Y-%m-%d')}; {timing}):", "", "```bash", command, "```", "",
         "Every model's Taylor sensitivities |θ ∂L/∂θ| were computed on the same batches (validation sentences for "
         "translation, test images for vision); "
         "*loss-normalized* divides each model's sensitivities by its mean loss on them. Smaller std, CV "
