@@ -59,13 +59,31 @@ class StudyModel:
 # Training the models: a chain of rounds and, in parallel, intra-distillation
 
 
-def run_in_parallel(chain: Callable[[], List[StudyModel]], intra: Callable[[], StudyModel], jobs: int) -> List[StudyModel]:
-    """The rounds and the intra-distillation model, side by side with ``jobs`` 2, else one after the other."""
+#: Trains and scores one model: (label, kind, round or None, teacher model or None) -> StudyModel.
+TrainAndScore = Callable[[str, str, Optional[int], Optional[StudyModel]], StudyModel]
+
+
+def train_study_models(train_and_score: TrainAndScore, rounds: int, jobs: int) -> List[StudyModel]:
+    """Round 0, ``rounds`` self-distillation rounds (each taught by the one before) and intra-distillation.
+
+    The rounds are a chain; the intra-distillation model does not depend on it, so with ``jobs`` 2
+    it trains at the same time.
+    """
+
+    def chain() -> List[StudyModel]:
+        models = [train_and_score("round0", "baseline", 0, None)]
+        for round_number in range(1, rounds + 1):
+            models.append(train_and_score(f"round{round_number}", "self-distill", round_number, models[-1]))
+        return models
+
+    def intra() -> StudyModel:
+        return train_and_score("intra", "intra", None, None)
+
     if jobs == 1:
         return [*chain(), intra()]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        rounds, single = pool.submit(chain), pool.submit(intra)
-        return [*rounds.result(), single.result()]
+        rounds_future, intra_future = pool.submit(chain), pool.submit(intra)
+        return [*rounds_future.result(), intra_future.result()]
 
 
 def translation_models(settings: "TranslationStudy", data_bin: Path, out: Path) -> List[StudyModel]:
@@ -100,13 +118,7 @@ def translation_models(settings: "TranslationStudy", data_bin: Path, out: Path) 
         return StudyModel(label, kind, round_number, teacher.label if teacher else None, str(checkpoint),
                           float(scored["bleu"]), seconds, reused)  # fmt: skip
 
-    def chain() -> List[StudyModel]:
-        models = [train_and_score("round0", "baseline", 0, None)]
-        for round_number in range(1, settings.rounds + 1):
-            models.append(train_and_score(f"round{round_number}", "self-distill", round_number, models[-1]))
-        return models
-
-    return run_in_parallel(chain, lambda: train_and_score("intra", "intra", None, None), settings.jobs)
+    return train_study_models(train_and_score, settings.rounds, settings.jobs)
 
 
 def vision_models(settings: "VisionStudy", out: Path) -> List[StudyModel]:
@@ -135,13 +147,7 @@ def vision_models(settings: "VisionStudy", out: Path) -> List[StudyModel]:
         return StudyModel(label, kind, round_number, teacher.label if teacher else None, str(folder / "model.pt"),
                           100 * float(metrics["test_accuracy"]), float(metrics["train_seconds"]), reused)  # fmt: skip
 
-    def chain() -> List[StudyModel]:
-        models = [train_and_score("round0", "baseline", 0, None)]
-        for round_number in range(1, settings.rounds + 1):
-            models.append(train_and_score(f"round{round_number}", "self-distill", round_number, models[-1]))
-        return models
-
-    return run_in_parallel(chain, lambda: train_and_score("intra", "intra", None, None), settings.jobs)
+    return train_study_models(train_and_score, settings.rounds, settings.jobs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,17 +267,11 @@ def write_study(out: Path, title: str, models: List[StudyModel], score_name: str
 
 
 @dataclass
-class TranslationStudy:
-    """Settings of the translation study; each field is a flag of ``intradist-balance-study translation``."""
+class Study:
+    """What both studies share; each field is a flag of ``intradist-balance-study``."""
 
     out: Path
-    dataset: str = "multi30k"  # or iwslt14
-    pair: str = "de"  # IWSLT'14 source language
-    data_bin: Optional[Path] = None
     rounds: int = 2
-    updates: int = 8000
-    vocab_size: int = 1000
-    max_tokens: int = 2000
     num_passes: int = 3
     alpha: float = 0.3
     adaptive_alpha: bool = False
@@ -279,15 +279,26 @@ class TranslationStudy:
     analysis_batches: int = 20
     seed: int = 1
     jobs: int = 2
+
+
+@dataclass
+class TranslationStudy(Study):
+    """Settings of ``intradist-balance-study translation``."""
+
+    dataset: str = "multi30k"  # or iwslt14
+    pair: str = "de"  # IWSLT'14 source language
+    data_bin: Optional[Path] = None
+    updates: int = 8000
+    vocab_size: int = 1000
+    max_tokens: int = 2000
     cpu: bool = False
     fp16: bool = False
 
 
 @dataclass
-class VisionStudy:
-    """Settings of the vision study; each field is a flag of ``intradist-balance-study vision``."""
+class VisionStudy(Study):
+    """Settings of ``intradist-balance-study vision``."""
 
-    out: Path
     data: str = "digits"
     arch: Optional[str] = None  # train-vision's default for the data
     pretrained_weights: Optional[Path] = None
@@ -295,13 +306,8 @@ class VisionStudy:
     rounds: int = 3
     epochs: int = 40
     dropout: float = 0.1
-    num_passes: int = 3
     alpha: float = 5.0
     adaptive_alpha: bool = True
-    kd_weight: float = 0.5
-    analysis_batches: int = 20
-    seed: int = 1
-    jobs: int = 2
 
 
 def _one_thread_each(jobs: int) -> None:

@@ -15,9 +15,7 @@ written into ``OUT.partial`` and renamed at the end, so a folder named ``OUT`` i
 from __future__ import annotations
 
 import dataclasses
-import shlex
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -28,8 +26,8 @@ from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
 
 from analysis.loading import quiet_transformers
 from intradist.errors import UserError
-from user_dir.trainers.common import DistillationSettings, distillation_options, settings_from
-from user_dir.trainers.config_file import config_file_option, config_text
+from user_dir.trainers.common import DistillationSettings, distillation_options
+from user_dir.trainers.config_file import config_file_option
 from user_dir.trainers.glue_tasks import Examples, GlueTask, get_task, read_split, split_file, task_metrics
 from user_dir.trainers.hf import (
     SEQUENCE_CLASSIFICATION,
@@ -40,8 +38,8 @@ from user_dir.trainers.hf import (
     default_model,
     first_line,
     method_name,
-    quiet_fairseq_logging,
     resolve_device,
+    run_command,
     run_options,
     run_record,
     save_run,
@@ -323,20 +321,7 @@ def main(**options: Any) -> None:
     between them weighted by alpha (--adaptive-alpha: the paper's schedule), optional knowledge
     distillation from a --teacher folder. Saves a Hugging Face model folder with metrics.json.
     """
-    quiet_fairseq_logging()
-    ctx = click.get_current_context()
-    command = f"{COMMAND} " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])
-    try:
-        try:
-            settings = settings_from(options)
-        except ValueError as error:  # inconsistent switches, e.g. --kd-weight outside [0, 1]
-            raise UserError(str(error)) from None
-        config = GlueConfig(distillation=settings, **options)
-        record = train(config, command=command, extra_files={"config.yaml": config_text(ctx)})
-    except UserError as error:
-        click.echo(f"{COMMAND}: {error}", err=True)
-        sys.exit(2)
-    click.echo(summary(record, Path(config.out)))
+    run_command(COMMAND, options, lambda settings: GlueConfig(distillation=settings, **options), train, summary)
 
 
 if __name__ == "__main__":

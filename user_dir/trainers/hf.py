@@ -15,7 +15,9 @@ import dataclasses
 import json
 import logging
 import math
+import shlex
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,8 @@ from transformers import Trainer, TrainerCallback
 
 from intradist.errors import UserError
 from intradist.provenance import git_commit, package_versions, sha256_of
-from user_dir.trainers.common import DistillationSettings
+from user_dir.trainers.common import DistillationSettings, settings_from
+from user_dir.trainers.config_file import config_text
 
 #: Evaluation records of the Trainer that say how fast, not how good (left out of metrics.json).
 TIMING_METRICS = ("_runtime", "_samples_per_second", "_steps_per_second")
@@ -310,6 +313,30 @@ def method_name(settings: DistillationSettings, teacher_config: Any = None, stud
                    for name in ARCHITECTURE_FIELDS)  # fmt: skip
         parts.append("self-distill" if same else "kd")
     return "+".join(parts) or "baseline"
+
+
+def run_command(command: str, options: Dict[str, Any], make_config: Callable[[DistillationSettings], Any],
+                train: Callable[..., Dict[str, Any]], summary: Callable[[Dict[str, Any], Path], str]) -> None:  # fmt: skip
+    """The body of a transformers trainer's click command: switches, config, run, one summary line.
+
+    ``make_config(settings)`` builds the run's config from what is left of ``options`` once the
+    distillation switches are taken out; ``train(config, command=..., extra_files=...)`` runs it
+    and gets the run's ``config.yaml``. A user mistake is one line and exit code 2.
+    """
+    quiet_fairseq_logging()
+    ctx = click.get_current_context()
+    command_line = f"{command} " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])
+    try:
+        try:
+            settings = settings_from(options)
+        except ValueError as error:  # inconsistent switches, e.g. --kd-weight outside [0, 1]
+            raise UserError(str(error)) from None
+        config = make_config(settings)
+        record = train(config, command=command_line, extra_files={"config.yaml": config_text(ctx)})
+    except UserError as error:
+        click.echo(f"{command}: {error}", err=True)
+        sys.exit(2)
+    click.echo(summary(record, Path(config.out)))
 
 
 def quiet_fairseq_logging() -> None:

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shlex
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -41,8 +39,8 @@ from analysis.loading import quiet_transformers
 from intradist.errors import UserError
 from intradist.results import markdown_table
 from user_dir.trainers import ner_data, qa_data
-from user_dir.trainers.common import DistillationSettings, distillation_options, settings_from
-from user_dir.trainers.config_file import config_file_option, config_text
+from user_dir.trainers.common import DistillationSettings, distillation_options
+from user_dir.trainers.config_file import config_file_option
 from user_dir.trainers.hf import (
     EXTRACTIVE_QA,
     TOKEN_CLASSIFICATION,
@@ -55,8 +53,8 @@ from user_dir.trainers.hf import (
     finite,
     first_line,
     method_name,
-    quiet_fairseq_logging,
     resolve_device,
+    run_command,
     run_options,
     run_record,
     save_run,
@@ -458,23 +456,14 @@ def main(**options: Any) -> None:
     (per word for NER, over start and end positions for QA) weighted by alpha, optional
     knowledge distillation from a --teacher folder. Writes per-language scores and their average.
     """
-    quiet_fairseq_logging()
-    ctx = click.get_current_context()
-    command = f"{COMMAND} " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])
-    try:
-        try:
-            settings = settings_from(options)
-        except ValueError as error:  # inconsistent switches, e.g. --kd-weight outside [0, 1]
-            raise UserError(str(error)) from None
+
+    def make_config(settings: DistillationSettings) -> XtremeConfig:
         languages = options.pop("languages")
         if languages is not None:
             languages = tuple(lang.strip() for lang in languages.split(",") if lang.strip())
-        config = XtremeConfig(distillation=settings, languages=languages, **options)
-        record = train(config, command=command, extra_files={"config.yaml": config_text(ctx)})
-    except UserError as error:
-        click.echo(f"{COMMAND}: {error}", err=True)
-        sys.exit(2)
-    click.echo(summary(record, Path(config.out)))
+        return XtremeConfig(distillation=settings, languages=languages, **options)
+
+    run_command(COMMAND, options, make_config, train, summary)
 
 
 if __name__ == "__main__":
