@@ -35,6 +35,7 @@ from user_dir.trainers.hf import (
     DistillationTrainer,
     SelectionCallback,
     check_model_folder,
+    checked_out,
     default_model,
     first_line,
     method_name,
@@ -192,11 +193,7 @@ def train(config: GlueConfig, command: str = COMMAND, extra_files: Optional[Dict
     """
     task = get_task(config.task)
     settings = config.distillation
-    out = Path(config.out)
-    if out.exists() and not config.overwrite:
-        raise UserError(f"--out {out}: already exists; choose another folder or pass --overwrite")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file")
+    out = checked_out(Path(config.out), config.overwrite)
     use_cpu, fp16 = resolve_device(config.device, config.fp16)
     if settings.num_passes > 1 and settings.alpha == 0:
         click.echo(f"{COMMAND}: note: --num-passes {settings.num_passes} with --alpha 0 averages passes only", err=True)

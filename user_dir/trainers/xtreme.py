@@ -49,6 +49,7 @@ from user_dir.trainers.hf import (
     OutputHead,
     SelectionCallback,
     check_model_folder,
+    checked_out,
     default_model,
     finite,
     first_line,
@@ -311,11 +312,7 @@ def train(config: XtremeConfig, command: str = COMMAND, extra_files: Optional[Di
     task = TASKS[config.task]
     config = config.resolved()
     settings = config.distillation
-    out = Path(config.out)
-    if out.exists() and not config.overwrite:
-        raise UserError(f"--out {out}: already exists; choose another folder or pass --overwrite")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file")
+    out = checked_out(Path(config.out), config.overwrite)
     use_cpu, fp16 = resolve_device(config.device, config.fp16)
     data_dir = Path(config.data_dir)
     languages = evaluation_languages(data_dir, task, config.languages)
