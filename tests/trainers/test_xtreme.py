@@ -270,3 +270,13 @@ def test_results_table_is_mean_and_std_over_seeds_per_language():
     # intra en: 60, 70 -> 65.0 ± sample std sqrt((25 + 25) / 1) = 7.07; sw 45.0 ± 7.1; avg 55.0 ± 7.1
     assert lines[4] == "| baseline | 55.0 (1) | — | 55.0 (1) |"
     assert lines[5] == "| intra | 65.0 ± 7.1 (2) | 45.0 ± 7.1 (2) | 55.0 ± 7.1 (2) |"
+
+
+def test_an_existing_out_folder_is_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine\n")
+    result = run(["--task", "panx", "--data-dir", FIXTURES, "--out", out], catch=True)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"train-xtreme: --out {out}: already exists; choose another folder or pass --overwrite"
+    assert (out / "keep.txt").read_text() == "mine\n"
