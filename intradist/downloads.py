@@ -1,12 +1,15 @@
-"""Downloads for the data preparation commands: atomic, with a progress bar and one-line failures."""
+"""Downloads and archives for the data preparation commands: atomic, progress bars, one-line failures."""
 
 from __future__ import annotations
 
 import http.client
+import io
+import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import Dict, Sequence, Union
 
 from tqdm import tqdm
 
@@ -48,3 +51,27 @@ def download(urls: Sequence[str], dest: Path, hint: str) -> None:
         partial.replace(dest)
         return
     raise UserError(f"cannot download {', '.join(failures)}; {hint}")
+
+
+def read_tar_members(archive: Union[Path, bytes], names: Sequence[str], where: str, expected: str,
+                     remedy: str = "replace it with a complete copy") -> Dict[str, bytes]:  # fmt: skip
+    """The named members of a gzipped tar archive (a file, or its bytes), read whole.
+
+    One-line :class:`UserError` naming ``where`` for a damaged archive (with ``remedy``) or a
+    missing member (saying what was ``expected``).
+    """
+    path, fileobj = (archive, None) if isinstance(archive, Path) else (None, io.BytesIO(archive))
+    suffix = ".tgz" if str(where).endswith(".tgz") else ".tar.gz"
+    try:
+        with tarfile.open(path, "r:gz", fileobj=fileobj) as tar:
+            members = {member.name.removeprefix("./"): member for member in tar.getmembers() if member.isfile()}
+            found = {}
+            for name in names:
+                if name not in members:
+                    raise UserError(f"{where}: has no member {name}; expected {expected}")
+                handle = tar.extractfile(members[name])
+                assert handle is not None  # a regular file
+                found[name] = handle.read()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        raise UserError(f"{where}: not a valid {suffix} archive ({error}); {remedy}") from error
+    return found

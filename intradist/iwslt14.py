@@ -55,15 +55,13 @@ import contextlib
 import json
 import re
 import shutil
-import tarfile
-import zlib
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import click
 
 from intradist.cli import fail
-from intradist.downloads import download
+from intradist.downloads import download, read_tar_members
 from intradist.provenance import check_sha256, record_sha256, sha256_of
 from intradist.errors import UserError
 from intradist.translation import SPLITS, PrepareConfig, prepare
@@ -161,22 +159,14 @@ def split_valid(lines: Sequence[str]) -> Tuple[List[str], List[str]]:
 
 def _read_members(archive: Path, names: Sequence[str]) -> Dict[str, str]:
     """The UTF-8 text of the named members of a .tgz archive; one-line errors for a bad archive or member."""
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            members = {member.name.removeprefix("./"): member for member in tar.getmembers() if member.isfile()}
-            texts = {}
-            for name in names:
-                if name not in members:
-                    raise UserError(f"{archive}: has no member {name}; expected the IWSLT'14 (WIT3 2014-01) archive")
-                handle = tar.extractfile(members[name])
-                assert handle is not None  # a regular file
-                try:
-                    texts[name] = handle.read().decode("utf-8")
-                except UnicodeDecodeError as error:
-                    raise UserError(f"{archive}: member {name} is not UTF-8 text ({error})") from error
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
-        problem = f"not a valid .tgz archive ({error}); replace it with a complete download"
-        raise UserError(f"{archive}: {problem}") from error
+    raw = read_tar_members(archive, names, str(archive), "the IWSLT'14 (WIT3 2014-01) archive",
+                           remedy="replace it with a complete download")  # fmt: skip
+    texts = {}
+    for name, data in raw.items():
+        try:
+            texts[name] = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise UserError(f"{archive}: member {name} is not UTF-8 text ({error})") from error
     return texts
 
 

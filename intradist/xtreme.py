@@ -54,22 +54,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import re
 import shutil
 import sys
-import tarfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import click
 from tqdm import tqdm
 
 from intradist.cli import fail
-from intradist.downloads import download
+from intradist.downloads import download, read_tar_members
 from intradist.errors import UserError
 from intradist.provenance import check_sha256, record_sha256, sha256_of
 from user_dir.trainers.ner_data import PANX_LABELS
@@ -102,7 +100,6 @@ KNOWN_SHA256: Dict[str, str] = {
 LOCK_NAME = "xtreme-archives.sha256"
 MANIFEST_NAME = "xtreme-manifest.json"
 
-_TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
 _ZIP_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, OSError, NotImplementedError)
 
 
@@ -117,24 +114,6 @@ def panx_member(lang: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- reading
-
-
-def _read_tar_members(archive: Union[Path, bytes], names: Sequence[str], where: str, expected: str) -> Dict[str, bytes]:
-    """The named members of a .tar.gz (a file, or its bytes); one-line errors for a bad archive or member."""
-    path, fileobj = (archive, None) if isinstance(archive, Path) else (None, io.BytesIO(archive))
-    try:
-        with tarfile.open(path, "r:gz", fileobj=fileobj) as tar:
-            members = {member.name.removeprefix("./"): member for member in tar.getmembers() if member.isfile()}
-            found = {}
-            for name in names:
-                if name not in members:
-                    raise UserError(f"{where}: has no member {name}; expected {expected}")
-                handle = tar.extractfile(members[name])
-                assert handle is not None  # a regular file
-                found[name] = handle.read()
-    except _TAR_ERRORS as error:
-        raise UserError(f"{where}: not a valid .tar.gz archive ({error}); replace it with a complete copy") from error
-    return found
 
 
 def _utf8(data: bytes, where: str) -> str:
@@ -238,7 +217,7 @@ def parse_panx(text: str, lang: str, where: str) -> List[List[Tuple[str, str]]]:
 
 def convert_panx_language(data: bytes, lang: str, where: str) -> Dict[str, List[List[Tuple[str, str]]]]:
     """``{split: sentences}`` of one language from the bytes of its ``{lang}.tar.gz``."""
-    raw = _read_tar_members(data, PANX_SPLITS, where, expected="the PAN-X members train, dev and test")
+    raw = read_tar_members(data, PANX_SPLITS, where, expected="the PAN-X members train, dev and test")
     return {split: parse_panx(_utf8(raw[split], f"{where}:{split}"), lang, f"{where}:{split}") for split in PANX_SPLITS}
 
 
@@ -317,7 +296,7 @@ def english_train(path: Path) -> Tuple[dict, Dict[str, int]]:
 
 def dev_sets(archive: Path, codes: Sequence[str]) -> Dict[str, dict]:
     """``{code: dataset}`` from the GoldP dev archive, each question's id checked against its language."""
-    members = _read_tar_members(archive, [tydiqa_dev_member(code) for code in codes], str(archive),
+    members = read_tar_members(archive, [tydiqa_dev_member(code) for code in codes], str(archive),
                                 expected=f"the TyDiQA-GoldP v1.1 dev archive ({TYDIQA_DEV})")  # fmt: skip
     sets = {}
     for code in tqdm(codes, desc="TyDiQA-GoldP dev", unit="language", disable=None):
