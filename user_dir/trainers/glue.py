@@ -42,6 +42,7 @@ from user_dir.trainers.hf import (
     resolve_device,
     run_command,
     run_options,
+    subset_indices,
     run_record,
     save_run,
     train_and_select,
@@ -113,10 +114,9 @@ class _Encoded(torch.utils.data.Dataset):
 
 def _subset(examples: Examples, limit: Optional[int], seed: int) -> Examples:
     """At most ``limit`` examples, a seeded random choice kept in file order."""
-    if limit is None or limit >= len(examples):
+    keep = subset_indices(len(examples), limit, seed)
+    if len(keep) == len(examples):
         return examples
-    generator = torch.Generator().manual_seed(seed)
-    keep = sorted(torch.randperm(len(examples), generator=generator)[:limit].tolist())
     texts = [[slot[i] for i in keep] for slot in examples.texts]
     return Examples(examples.path, texts, [examples.labels[i] for i in keep])
 

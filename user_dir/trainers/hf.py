@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import click
 import torch
@@ -259,6 +259,13 @@ def check_model_folder(folder: Path, flag: str) -> None:
         raise UserError(f"{flag} {folder}: no config.json; not a Hugging Face model folder")
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         raise UserError(f"{flag} {folder}: has config.json but no weights ({' or '.join(WEIGHT_FILES)})")
+
+
+def subset_indices(count: int, limit: Optional[int], seed: int) -> List[int]:
+    """Indices of at most ``limit`` of ``count`` items: a seeded random choice, in file order (all without a limit)."""
+    if limit is None or limit >= count:
+        return list(range(count))
+    return sorted(torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].tolist())
 
 
 def checked_out(out: Path, overwrite: bool) -> Path:

@@ -57,6 +57,7 @@ from user_dir.trainers.hf import (
     resolve_device,
     run_command,
     run_options,
+    subset_indices,
     run_record,
     save_run,
     train_and_select,
@@ -159,10 +160,7 @@ class EvaluationSet:
 
 def _subset(items: Sequence[Any], limit: Optional[int], seed: int) -> List[Any]:
     """At most ``limit`` items, a seeded random choice kept in file order."""
-    if limit is None or limit >= len(items):
-        return list(items)
-    keep = sorted(torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:limit].tolist())
-    return [items[i] for i in keep]
+    return [items[i] for i in subset_indices(len(items), limit, seed)]
 
 
 def _model_inputs(columns: Dict[str, List[Any]]) -> Dict[str, List[Any]]:
