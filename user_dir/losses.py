@@ -22,9 +22,18 @@ from torch.autograd.function import once_differentiable
 
 Divergence = Literal["x", "js"]
 Reduction = Literal["sum", "mean", "none"]
+Positions = Literal["labelled", "all"]
 
 DIVERGENCES: Tuple[str, ...] = ("x", "js")
 REDUCTIONS: Tuple[str, ...] = ("sum", "mean", "none")
+#: How the intra-distillation term of a classifier is reduced over its positions: a mean over the
+#: counted positions (ours, independent of batch size and padding) or their sum (the authors'
+#: transformers scripts, docs/fidelity.md).
+INTRA_REDUCTIONS: Tuple[str, ...] = ("mean", "sum")
+#: Which positions the intra-distillation term of a classifier counts: those with a target
+#: (``labelled``: not ``ignore_index``) or every position of the padded batch (``all``: padding,
+#: special tokens and non-first sub-tokens too, as the authors' XTREME scripts do).
+INTRA_POSITIONS: Tuple[str, ...] = ("labelled", "all")
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -241,8 +250,10 @@ def classification_objective(
     kd_temperature: float = 1.0,
     regression: bool = False,
     ignore_index: Optional[int] = None,
+    intra_reduction: Literal["mean", "sum"] = "mean",
+    intra_positions: Positions = "labelled",
 ) -> Dict[str, torch.Tensor]:
-    """Loss of K passes of a classifier (or regressor) over one batch, every term a mean over examples.
+    """Loss of K passes of a classifier (or regressor) over one batch; supervised and KD terms are means over examples.
 
     ``pass_logits``: K tensors ``[N, C]`` (or ``[N, L, C]`` for token classification; ``[N]`` or
     ``[N, 1]`` predictions with ``regression``). Supervised term: label-smoothed cross-entropy
@@ -251,7 +262,16 @@ def classification_objective(
     :func:`kd_loss` (squared error to the teacher's prediction for regression). Combined by
     :func:`combine_pass_losses`. Returns ``loss``, ``supervised``, ``intra`` and ``kd`` (the last
     two are zero when absent), all detached but ``loss``.
+
+    The intra term is reduced over positions by ``intra_reduction`` (``"mean"``, or ``"sum"`` as
+    the authors' GLUE and XTREME scripts do, which makes its weight grow with the batch size)
+    over the positions ``intra_positions`` names: ``"labelled"`` (targets other than
+    ``ignore_index``) or ``"all"`` (every position of the padded batch, the authors' NER and QA).
     """
+    if intra_reduction not in INTRA_REDUCTIONS:
+        raise ValueError(f"intra_reduction must be one of {INTRA_REDUCTIONS}, got {intra_reduction!r}")
+    if intra_positions not in INTRA_POSITIONS:
+        raise ValueError(f"intra_positions must be one of {INTRA_POSITIONS}, got {intra_positions!r}")
     mask = targets.ne(ignore_index) if ignore_index is not None else None
     if mask is not None:  # an ignored target may be out of range (-100): any class id will do, it counts zero
         targets = targets.masked_fill(~mask, 0)
@@ -272,10 +292,12 @@ def classification_objective(
                 distillation.append(kd_loss(logits, teacher_logits, kd_temperature, mask=mask, reduction="mean"))
     intra = None
     if len(pass_logits) > 1:
+        intra_mask = mask if intra_positions == "labelled" else None
         if regression:
-            intra = regression_pass_divergence([y.reshape(targets.shape) for y in pass_logits], reduction="mean")
+            predictions = [y.reshape(targets.shape) for y in pass_logits]
+            intra = regression_pass_divergence(predictions, mask=intra_mask, reduction=intra_reduction)
         else:
-            intra = intra_distillation_loss(pass_logits, divergence, mask=mask, reduction="mean")
+            intra = intra_distillation_loss(pass_logits, divergence, mask=intra_mask, reduction=intra_reduction)
     loss = combine_pass_losses(supervised, distillation, kd_weight, intra, alpha)
     zero = loss.new_zeros(())
     return {

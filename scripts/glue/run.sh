@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Fine-tune on one GLUE task with the paper's BERT-base recipe (docs/glue.md):
-# max length 128, batch 32, Adamax lr 2e-4 decayed linearly, 20 epochs, the best dev epoch kept.
+# Fine-tune on one GLUE task with the authors' BERT-base recipe (docs/glue.md, docs/fidelity.md):
+# the settings of configs/glue/TASK_{baseline,intra}.yaml: max length 128, batch 32, Adamax lr 2e-4
+# decayed linearly, 20 epochs, fp32, the best dev epoch kept.
 #
 #   bash scripts/glue/run.sh TASK METHOD [train-glue flags]
-#     TASK    CoLA SST-2 MRPC QQP STS-B MNLI QNLI RTE WNLI
+#     TASK    CoLA SST-2 MRPC QQP STS-B MNLI QNLI RTE
 #     METHOD  baseline            cross-entropy only
-#             intra               + intra-distillation: K=3 passes, alpha=5, adaptive (p=5, q=10)
+#             intra               + intra-distillation as the authors' run.sh: K=3 passes, alpha=0.5
+#                                   (constant: the schedule p=6.67, q=10 acts only for alpha > 1), the
+#                                   divergence summed over the batch (averaged for STS-B)
 #             self-distill        + KD from the baseline run of the same task and seed (trained first if missing)
 #             intra+self-distill  intra-distillation + KD from the intra run of the same task and seed
 #   Any further flag goes to train-glue and overrides the recipe (e.g. --epochs 3 --max-train-examples 500);
@@ -30,6 +33,12 @@ if [ $# -lt 2 ]; then
 fi
 task=$1 method=$2
 shift 2
+# the recipe is the config file of the table row: configs/glue/<task in lower case, no dash>_<row>.yaml
+slug=$(echo "$task" | tr '[:upper:]' '[:lower:]' | tr -d '-')
+if [ ! -f "$repo/configs/glue/${slug}_baseline.yaml" ]; then
+    echo "run.sh: TASK $task: no paper recipe in configs/glue/; choose CoLA, SST-2, MRPC, QQP, STS-B, MNLI, QNLI or RTE" >&2
+    exit 2
+fi
 case "$method" in
     baseline|intra|self-distill|intra+self-distill) ;;
     *) echo "run.sh: METHOD $method: choose baseline, intra, self-distill or intra+self-distill" >&2; exit 2 ;;
@@ -38,8 +47,8 @@ esac
 bash "$repo/scripts/setup.sh"
 train_glue="$repo/.venv/bin/train-glue"
 out_root=${INTRADIST_GLUE_OUT:-$repo/checkpoints/glue}
-recipe=(--max-length 128 --batch-size 32 --lr 2e-4 --optimizer adamax --epochs 20 --select best)
-intra=(--num-passes 3 --alpha 5 --adaptive-alpha --alpha-p 5 --alpha-q 10)
+recipe=(--config "$repo/configs/glue/${slug}_baseline.yaml")
+intra=(--config "$repo/configs/glue/${slug}_intra.yaml")
 data=()
 [ -n "${INTRADIST_GLUE_DATA:-}" ] && data=(--data-dir "$INTRADIST_GLUE_DATA/$task")
 model=()
@@ -56,18 +65,18 @@ train() {
     fi
     mkdir -p "$out_root/$task"
     echo "run.sh: $task $name seed $seed -> $dir"
-    "$train_glue" --task "$task" --out "$dir" --seed "$seed" "${model[@]}" "${data[@]}" "${recipe[@]}" "$@"
+    "$train_glue" --out "$dir" --seed "$seed" "${model[@]}" "${data[@]}" "$@"
     "$repo/.venv/bin/python" -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))' \
         "$dir/metrics.json" >> "$out_root/results.jsonl"
 }
 
 for seed in ${INTRADIST_SEEDS:-1}; do
     case "$method" in
-        baseline) train baseline "$seed" "$@" ;;
+        baseline) train baseline "$seed" "${recipe[@]}" "$@" ;;
         intra) train intra "$seed" "${intra[@]}" "$@" ;;
         self-distill)
-            train baseline "$seed" "$@"
-            train self-distill "$seed" --teacher "$out_root/$task/baseline-seed$seed" "$@" ;;
+            train baseline "$seed" "${recipe[@]}" "$@"
+            train self-distill "$seed" "${recipe[@]}" --teacher "$out_root/$task/baseline-seed$seed" "$@" ;;
         intra+self-distill)
             train intra "$seed" "${intra[@]}" "$@"
             train intra+self-distill "$seed" "${intra[@]}" --teacher "$out_root/$task/intra-seed$seed" "$@" ;;

@@ -30,6 +30,8 @@ class DistillationSettings:
     teacher: Optional[str] = None
     kd_weight: float = 0.5
     kd_temperature: float = 1.0
+    intra_reduction: str = "mean"
+    intra_positions: str = "labelled"
 
     def __post_init__(self) -> None:
         if self.num_passes < 1:
@@ -40,6 +42,12 @@ class DistillationSettings:
             raise ValueError(f"--label-smoothing must lie in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.kd_weight <= 1.0:
             raise ValueError(f"--kd-weight must lie in [0, 1], got {self.kd_weight}")
+        if self.intra_reduction not in losses.INTRA_REDUCTIONS:
+            raise ValueError(f"--intra-reduction must be one of {', '.join(losses.INTRA_REDUCTIONS)}, "
+                             f"got {self.intra_reduction!r}")  # fmt: skip
+        if self.intra_positions not in losses.INTRA_POSITIONS:
+            raise ValueError(f"--intra-positions must be one of {', '.join(losses.INTRA_POSITIONS)}, "
+                             f"got {self.intra_positions!r}")  # fmt: skip
 
     def alpha_at(self, step: int, max_step: int) -> float:
         """α for this update: constant, or the paper's adaptive schedule (:func:`user_dir.losses.adaptive_alpha`)."""
@@ -70,6 +78,7 @@ class DistillationSettings:
             passes, targets, label_smoothing=self.label_smoothing, alpha=alpha, divergence=self.divergence,
             teacher_logits=teacher_logits, kd_weight=self.kd_weight if teacher_logits is not None else 0.0,
             kd_temperature=self.kd_temperature, regression=regression, ignore_index=ignore_index,
+            intra_reduction=self.intra_reduction, intra_positions=self.intra_positions,
         )  # fmt: skip
         return {**terms, "alpha": torch.tensor(alpha), "logits": passes[0].detach()}
 
@@ -93,6 +102,14 @@ def distillation_options(function: Callable) -> Callable:
         click.option("--kd-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
                      help="beta: (1 - beta) * supervised + beta * KD, with a teacher."),
         click.option("--kd-temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True),
+        click.option("--intra-reduction", type=click.Choice(list(losses.INTRA_REDUCTIONS)), default="mean",
+                     show_default=True,
+                     help="The divergence over positions: mean, or sum as the authors' GLUE/XTREME scripts "
+                          "(its weight then grows with the batch; docs/fidelity.md)."),
+        click.option("--intra-positions", type=click.Choice(list(losses.INTRA_POSITIONS)), default="labelled",
+                     show_default=True,
+                     help="Positions the divergence counts: labelled ones, or all of the padded batch "
+                          "(padding and sub-tokens too, as the authors' XTREME scripts)."),
     ]  # fmt: skip
     for option in reversed(options):
         function = option(function)
