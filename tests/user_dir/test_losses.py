@@ -761,3 +761,40 @@ def test_classification_objective_ignores_padded_tokens_and_handles_regression()
     terms = losses.classification_objective(predictions, torch.tensor([2.0, 2.0]), alpha=1.0, regression=True)
     # MSE per pass: (1 + 0)/2 = 0.5 and (1 + 0)/2 = 0.5; variance of passes: (1 + 0)/2 = 0.5
     assert terms["supervised"].item() == 0.5 and terms["intra"].item() == 0.5 and terms["loss"].item() == 1.0
+
+
+def test_classification_objective_intra_reduction_and_positions_by_hand():
+    """Two passes over one sentence of 3 tokens: one labelled, one sub-token (-100), one padding (-100).
+
+    Per position the X-divergence of two passes p, q is (1/2) sum_v [(p - m)(log p - log m) + (q - m)(log q - log m)]
+    with p - m = (p - q) / 2 = m - q, which is (1/4) sum_v (p - q)(log p - log q): m cancels.
+    """
+    first = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]]], dtype=torch.float64)
+    second = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64)
+    target = torch.tensor([[0, -100, -100]])
+    p, q = first.softmax(-1), second.softmax(-1)
+    per_position = (0.25 * (p - q) * (p.log() - q.log())).sum(-1)[0]  # the X-divergence of K = 2
+    cases = {("mean", "labelled"): per_position[0], ("sum", "labelled"): per_position[0],
+             ("mean", "all"): per_position.mean(), ("sum", "all"): per_position.sum()}  # fmt: skip
+    for (reduction, positions), expected in cases.items():
+        intra = losses.classification_objective([first, second], target, alpha=1.0, ignore_index=-100,
+                                                intra_reduction=reduction, intra_positions=positions)["intra"]  # fmt: skip
+        assert intra.item() == pytest.approx(expected.item(), rel=1e-12), (reduction, positions)
+
+
+def test_classification_objective_summed_intra_term_grows_with_the_batch_and_the_mean_does_not():
+    torch.manual_seed(3)
+    passes = [torch.randn(4, 5) for _ in range(3)]
+    target = torch.zeros(4, dtype=torch.long)
+    doubled = [torch.cat([x, x]) for x in passes]
+    for reduction, factor in (("sum", 2.0), ("mean", 1.0)):
+        one = losses.classification_objective(passes, target, alpha=1.0, intra_reduction=reduction)["intra"]
+        two = losses.classification_objective(doubled, torch.cat([target, target]), alpha=1.0,
+                                              intra_reduction=reduction)["intra"]  # fmt: skip
+        assert two.item() == pytest.approx(factor * one.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name,value", [("intra_reduction", "none"), ("intra_positions", "padding")])
+def test_classification_objective_rejects_unknown_intra_options(name, value):
+    with pytest.raises(ValueError, match=name):
+        losses.classification_objective([torch.zeros(2, 3)] * 2, torch.zeros(2, dtype=torch.long), **{name: value})
