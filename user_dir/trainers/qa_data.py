@@ -3,9 +3,17 @@
 * :func:`read_squad` reads the official layout and checks every answer against its context.
 * :func:`train_features` and :func:`eval_features` cut each (question, context) pair into windows of
   ``max_length`` tokens with a fast tokenizer: question first, context second, only the context
-  truncated, consecutive windows sharing ``doc_stride`` context tokens (the Hugging Face meaning of
-  ``stride``, as in its ``run_qa.py``). Questions are first cut to ``max_query_length`` tokens.
-* :func:`best_answers` turns per-token start/end logits back into answer strings.
+  truncated. Questions are first cut to ``max_query_length`` tokens. ``doc_stride`` means one of
+  :data:`STRIDE_MEANINGS`: ``"overlap"``, the context tokens two consecutive windows share (the
+  Hugging Face meaning of ``stride``, as in its ``run_qa.py``), or ``"step"``, the context tokens
+  between the starts of two consecutive windows (the legacy SQuAD features the authors' XTREME
+  code uses: Zero_Shot_Cross_Lingual/third_party/processors/squad.py:138-180 of fe1ixxu/Intra-Distillation).
+  ``pad_to_max_length`` pads every window to ``max_length`` as those features are (squad.py:145),
+  which matters because a QA head does not mask padding: its logits enter the softmax.
+* :func:`max_context` is the authors' "max context" rule: a context token seen by several windows
+  belongs to the one where it has the most context on its shorter side.
+* :func:`best_answers` turns per-token start/end logits back into answer strings (optionally taking
+  a span's start only from its max-context window, as the authors' scoring does).
 * :func:`squad_scores` is the official SQuAD v1.1 evaluation (``evaluate-v1.1.py``) re-implemented:
   exact match and token F1 after normalisation, the max over the gold answers, in percent.
 
@@ -125,14 +133,38 @@ def read_squad(path: Path) -> List[QAExample]:
 # --------------------------------------------------------------------------------------------------
 # Features
 
+#: What ``doc_stride`` counts: the context tokens two consecutive windows share, or the tokens between
+#: their starts.
+STRIDE_MEANINGS: Tuple[str, ...] = ("overlap", "step")
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window of one example: its model inputs and where its context tokens sit."""
+
+    example: int  # index of the example
+    inputs: Dict[str, List[int]]
+    offsets: List[Tuple[int, int]]  # character offsets of every position (meaningful on context tokens)
+    sequence: List[Optional[int]]  # per position: 0 question, 1 context, None special or padding
+    context_start: int  # index of its first context token among all of the example's context tokens
+
 
 def _windows(
-    tokenizer, examples: Sequence[QAExample], max_length: int, doc_stride: int, max_query_length: int
-) -> Iterator[Tuple[int, Dict[str, List[int]], List[Tuple[int, int]], List[Optional[int]]]]:
-    """Per window: (example index, model inputs, offsets, sequence ids: 0 question, 1 context, None special)."""
+    tokenizer,
+    examples: Sequence[QAExample],
+    max_length: int,
+    doc_stride: int,
+    max_query_length: int,
+    doc_stride_meaning: str,
+    pad_to_max_length: bool,
+) -> Iterator[Window]:
+    """Every window of every example, in example order, then window order."""
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"extractive QA needs a fast tokenizer (with offsets); {type(tokenizer).__name__} is not one")
-    room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - max_query_length
+    if doc_stride_meaning not in STRIDE_MEANINGS:
+        raise UserError(f"doc_stride_meaning {doc_stride_meaning!r}: choose {' or '.join(STRIDE_MEANINGS)}")
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    room = max_length - specials - max_query_length
     if min(doc_stride, max_query_length) < 1 or room <= doc_stride:
         raise UserError(
             f"max_length {max_length} leaves {room} context tokens after a {max_query_length}-token question, "
@@ -146,20 +178,54 @@ def _windows(
             ex.question if len(offsets) <= max_query_length else ex.question[: offsets[max_query_length - 1][1]]
             for ex, offsets in zip(chunk, cut["offset_mapping"])
         ]
-        encoded = tokenizer(
-            questions,
-            [ex.context for ex in chunk],
-            truncation="only_second",
-            max_length=max_length,
-            stride=doc_stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-            padding=False,
-        )
-        inputs = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded]
-        for i, sample in enumerate(encoded["overflow_to_sample_mapping"]):
-            row = {key: list(encoded[key][i]) for key in inputs}
-            yield first + sample, row, list(encoded["offset_mapping"][i]), encoded.sequence_ids(i)
+        lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"]]
+        # The tokenizer's stride is the overlap; for "step" it is the window's context room minus the step
+        # (the authors' squad.py:146), which depends on the question's length: one call per length.
+        by_length: Dict[int, List[int]] = {}
+        for i, length in enumerate(lengths):
+            by_length.setdefault(length, []).append(i)
+        windows: Dict[int, List[Window]] = {}
+        for length, members in by_length.items():
+            context_room = max_length - specials - length
+            overlap = doc_stride if doc_stride_meaning == "overlap" else context_room - doc_stride
+            encoded = tokenizer(
+                [questions[i] for i in members],
+                [chunk[i].context for i in members],
+                truncation="only_second",
+                max_length=max_length,
+                stride=overlap,
+                return_overflowing_tokens=True,
+                return_offsets_mapping=True,
+                padding="max_length" if pad_to_max_length else False,
+            )
+            inputs = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded]
+            for w, sample in enumerate(encoded["overflow_to_sample_mapping"]):
+                example_windows = windows.setdefault(members[sample], [])
+                row = {key: list(encoded[key][w]) for key in inputs}
+                start = len(example_windows) * (context_room - overlap)
+                example_windows.append(Window(first + members[sample], row, [tuple(o) for o in encoded["offset_mapping"][w]],
+                                              encoded.sequence_ids(w), start))  # fmt: skip
+        for i in range(len(chunk)):
+            yield from windows[i]
+
+
+def max_context(starts: Sequence[int], lengths: Sequence[int]) -> List[List[bool]]:
+    """Per window, per context token of it: is this the window where the token has its maximal context?
+
+    A re-statement of the legacy SQuAD features' rule (``_new_check_is_max_context``,
+    Zero_Shot_Cross_Lingual/third_party/processors/squad.py:60-79 of fe1ixxu/Intra-Distillation): a
+    token at position t of the document, inside window w (starting at ``starts[w]``, holding
+    ``lengths[w]`` tokens), scores min(t - start, end - t) + 0.01 * length, with end the window's last
+    token; the first window with the highest score owns the token.
+    """
+    owner: Dict[int, Tuple[float, int]] = {}
+    for w, (start, length) in enumerate(zip(starts, lengths)):
+        for t in range(start, start + length):
+            score = min(t - start, start + length - 1 - t) + 0.01 * length
+            if t not in owner or score > owner[t][0]:
+                owner[t] = (score, w)
+    return [[owner[t][1] == w for t in range(start, start + length)] for w, (start, length) in
+            enumerate(zip(starts, lengths))]  # fmt: skip
 
 
 def _collect(rows: List[Dict[str, List[int]]]) -> Dict[str, List[Any]]:
@@ -172,16 +238,20 @@ def train_features(
     max_length: int = 384,
     doc_stride: int = 128,
     max_query_length: int = 64,
+    doc_stride_meaning: str = "overlap",
+    pad_to_max_length: bool = False,
 ) -> Dict[str, List[Any]]:
-    """Model inputs plus ``start_positions`` / ``end_positions``, one row per window (unpadded lists).
+    """Model inputs plus ``start_positions`` / ``end_positions``, one row per window (lists).
 
     The first gold answer's characters are mapped to the first and last token that overlap them; a
-    window that does not hold the whole answer points both positions at the CLS token (index 0).
+    window that does not hold the whole answer is kept, with both positions on the CLS token (index 0),
+    as the authors' legacy features do (squad.py:221-226).
     """
     rows = []
-    for index, row, offsets, sequence in _windows(tokenizer, examples, max_length, doc_stride, max_query_length):
-        example = examples[index]
-        context = [k for k, s in enumerate(sequence) if s == 1]
+    for window in _windows(tokenizer, examples, max_length, doc_stride, max_query_length, doc_stride_meaning,
+                           pad_to_max_length):  # fmt: skip
+        example, offsets, row = examples[window.example], window.offsets, window.inputs
+        context = [k for k, s in enumerate(window.sequence) if s == 1]
         start = end = CLS_INDEX
         if context and example.answers:
             first_char = example.answer_starts[0]
@@ -200,18 +270,43 @@ def eval_features(
     max_length: int = 384,
     doc_stride: int = 128,
     max_query_length: int = 64,
+    doc_stride_meaning: str = "overlap",
+    pad_to_max_length: bool = False,
 ) -> Dict[str, List[Any]]:
-    """Model inputs plus ``example_index`` and ``offset_mapping`` (None off the context), one row per window.
+    """Model inputs plus ``example_index``, ``offset_mapping`` (None off the context) and ``max_context``.
 
-    Drop ``example_index`` and ``offset_mapping`` before the rows go to the model; keep them for
+    ``max_context`` holds, per position, whether a context token has its maximal context in this
+    window (:func:`max_context`; False off the context). Drop ``example_index``, ``offset_mapping``
+    and ``max_context`` (:data:`PREDICTION_COLUMNS`) before the rows go to the model; keep them for
     :func:`best_answers`.
     """
+    windows = list(_windows(tokenizer, examples, max_length, doc_stride, max_query_length, doc_stride_meaning,
+                            pad_to_max_length))  # fmt: skip
+    contexts = [[k for k, s in enumerate(window.sequence) if s == 1] for window in windows]
+    owned: List[List[bool]] = []
+    first = 0
+    while first < len(windows):  # the windows of one example are consecutive
+        last = first
+        while last + 1 < len(windows) and windows[last + 1].example == windows[first].example:
+            last += 1
+        span = range(first, last + 1)
+        owned += max_context([windows[i].context_start for i in span], [len(contexts[i]) for i in span])
+        first = last + 1
     rows = []
-    for index, row, offsets, sequence in _windows(tokenizer, examples, max_length, doc_stride, max_query_length):
-        row["example_index"] = index
-        row["offset_mapping"] = [tuple(o) if s == 1 else None for o, s in zip(offsets, sequence)]
+    for window, context, flags in zip(windows, contexts, owned):
+        row = window.inputs
+        row["example_index"] = window.example
+        row["offset_mapping"] = [o if s == 1 else None for o, s in zip(window.offsets, window.sequence)]
+        is_max = [False] * len(window.sequence)
+        for k, flag in zip(context, flags):
+            is_max[k] = flag
+        row["max_context"] = is_max
         rows.append(row)
     return _collect(rows)
+
+
+#: Columns of :func:`eval_features` that are for :func:`best_answers`, not for the model.
+PREDICTION_COLUMNS: Tuple[str, ...] = ("example_index", "offset_mapping", "max_context")
 
 
 def best_answers(
@@ -221,13 +316,16 @@ def best_answers(
     end_logits: Sequence[Sequence[float]],
     n_best: int = 20,
     max_answer_length: int = 30,
+    max_context_check: bool = False,
 ) -> Dict[str, str]:
     """Example id -> the answer text of the span with the highest start + end logit over its windows.
 
     ``features`` is what :func:`eval_features` returned; logits have one row per feature in the same
     order (rows may be padded past the feature's length; the padding is ignored). Candidates are the
     ``n_best`` highest start and end logits of each window; a span counts when both ends are context
-    tokens, start <= end and it is at most ``max_answer_length`` tokens long. No valid span: "".
+    tokens, start <= end and it is at most ``max_answer_length`` tokens long, and, with
+    ``max_context_check``, when its start token has its maximal context in this window (the authors'
+    squad_metrics.py:441). No valid span: "".
     """
     offsets_of = features["offset_mapping"]
     if not (len(start_logits) == len(end_logits) == len(offsets_of)):
@@ -239,9 +337,10 @@ def best_answers(
         index = features["example_index"][i]
         start = np.asarray(start_logits[i], dtype=np.float64)[: len(offsets)]
         end = np.asarray(end_logits[i], dtype=np.float64)[: len(offsets)]
+        owned = features["max_context"][i] if max_context_check else None
         context = examples[index].context
         for s in np.argsort(-start, kind="stable")[:n_best]:
-            if offsets[s] is None:
+            if offsets[s] is None or (owned is not None and not owned[s]):
                 continue
             for e in np.argsort(-end, kind="stable")[:n_best]:
                 if offsets[e] is None or e < s or e - s + 1 > max_answer_length:
