@@ -6,22 +6,33 @@ paper's adaptive α, knowledge distillation from a teacher). Nothing here comput
 
 How the K passes differ. A ResNet has no dropout: with the same batch, K train-mode passes would
 give identical logits and the intra-distillation term would be zero. ``--dropout P`` (default
-0.1) puts dropout between the global average pool and the final ``fc`` layer, so each pass sees
-another dropout mask over the pooled features, the sub-model view of the paper (its passes
-differ by their dropout masks). The dropout layer holds no parameters, so the saved state dict is
-exactly torchvision's (``analyze-sensitivity model.pt --arch resnet50 --num-classes 37``). It is
-on in every run (K = 1 too), so that a grid compares the same model with and without the
-divergence term. The batch is augmented once, so all passes see the same pixels. Batch
-normalisation uses the batch statistics in each pass (identical across passes) and updates its
-running averages once per pass.
+0.1) adds dropout where ``--dropout-placement`` says: ``fc`` (default) between the global
+average pool and the final ``fc`` layer; ``relu`` after every ReLU module of a torchvision ResNet,
+as the reproduction study's notebooks do (``set_dropout``, e.g. IntraSmooth.ipynb cell 5). Each
+pass sees other dropout masks, the sub-model view of the paper. Dropout holds no parameters, so
+the saved state dict is torchvision's. It is on in every run (K = 1 too), so that a grid compares
+the same model with and without the divergence term. The batch is augmented once, so all passes
+see the same pixels. Batch normalisation uses the batch statistics in each pass (identical
+across passes) and updates its running averages once per pass.
 
-The recipe (the reproduction's, all flags): AdamW (β 0.9/0.999, weight decay 1e-3), batch 60,
-learning rate warmed up linearly from 2e-5 to 1e-3 over 50 updates, then inverse square root,
-80 epochs; the checkpoint of the lowest validation negative log-likelihood is kept and scored on
-the test split (NLL and accuracy).
+Generic defaults: AdamW (β 0.9/0.999, weight decay 1e-3), batch 60, learning rate warmed up
+linearly from 2e-5 to 1e-3 over 50 updates, then fairseq's inverse square root, 80 epochs; the
+checkpoint of the lowest validation negative log-likelihood is kept (``model.pt``, the last one
+too: ``model_last.pt``) and scored on the test split (NLL and accuracy).
 
-``train-vision grid`` trains the reproduction's eight-model grid (intra-distillation ×
-self-distillation × label smoothing) and writes its NLL table; see ``docs/vision.md``.
+The reproduction study's recipe (``configs/vision/pet_*.yaml``, ``docs/fidelity/vision.yaml``) also
+sets what its notebooks do differently, each through a named flag whose default is ours:
+micro-batches of 4 images accumulated into updates of 60 (``--micro-batch-size``, BN statistics
+per micro-batch; ``--micro-batch-reduction sum`` for the classic students, which skip the
+division), the schedule ``2e-5·u`` then ``1e-3/√(u−49)`` over updates counted from 1
+(``--lr-schedule reproduction --first-update 1``), torch's label smoothing (ε over all classes:
+``--label-smoothing-style torch``), the teacher term added to the loss (``--teacher-weight``) and
+dropped after epoch 75 (``--kd-epochs``), a classifier without bias (``--no-fc-bias``), ImageNet
+weights (``--pretrained-weights IMAGENET1K_V1``) and the 3,000/680 ``random_split`` of Pet's trainval.
+
+``train-vision grid`` trains an eight-model grid (intra-distillation × self-distillation × label
+smoothing) with our generic objective and writes its NLL table; ``scripts/vision/grid.sh`` runs
+the reproduction's eight configs. See ``docs/vision.md``.
 """
 
 from __future__ import annotations
@@ -51,7 +62,8 @@ from user_dir import losses
 from user_dir.trainers.common import DistillationSettings, distillation_options, settings_from
 from user_dir.trainers.config_file import config_file_option, config_text
 from user_dir.trainers.vision_data import (
-    AUGMENTATIONS, ImageData, default_image_size, load_image_data, make_transform, resolve_augmentation,
+    AUGMENTATIONS, HOLDOUT_METHODS, Holdout, ImageData, default_image_size, load_image_data, make_transform,
+    resolve_augmentation,
 )  # fmt: skip
 
 #: torchvision architectures (weights=None): each has ``avgpool`` then ``fc``, where the dropout goes.
@@ -59,6 +71,14 @@ TORCHVISION_ARCHES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet15
 #: CIFAR-style ResNets of He et al. (2016, section 4.2): depth 6n + 2.
 CIFAR_DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56}
 ARCHES = TORCHVISION_ARCHES + tuple(CIFAR_DEPTHS)
+#: Where ``--dropout`` goes: before the classifier, or after every ReLU module (torchvision ResNets).
+DROPOUT_PLACEMENTS = ("fc", "relu")
+#: ``--lr-schedule``: fairseq's inverse square root, or the reproduction notebooks' shifted one.
+LR_SCHEDULES = ("inverse-sqrt", "reproduction")
+#: ``--label-smoothing-style``: ε spread over the C - 1 other classes (fairseq, user_dir.losses) or all C (torch).
+SMOOTHING_STYLES = ("fairseq", "torch")
+#: ``--micro-batch-reduction``: each micro-batch's loss divided by their number (a mean), or not (a sum).
+MICRO_BATCH_REDUCTIONS = ("mean", "sum")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,17 +173,49 @@ def default_arch(data: ImageData) -> str:
     return "resnet20" if data.kind == "digits" else "resnet50"
 
 
-def build_model(arch: str, num_classes: int, dropout: float = 0.0) -> nn.Module:
-    """``arch`` with ``num_classes`` outputs, randomly initialised, dropout ``dropout`` before ``fc``."""
-    if arch in CIFAR_DEPTHS:
-        return CifarResNet(CIFAR_DEPTHS[arch], num_classes, dropout=dropout)
-    if arch not in TORCHVISION_ARCHES:
-        raise UserError(f"--arch {arch}: unknown; choose one of {', '.join(ARCHES)}")
-    import torchvision
+def add_dropout_after_relus(model: nn.Module, p: float) -> nn.Module:
+    """Replace every ``nn.ReLU`` child by ``Sequential(ReLU, Dropout(p))``, in place (no new parameters).
 
-    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-    model.avgpool = nn.Sequential(model.avgpool, nn.Dropout(dropout))  # no parameters: torchvision's state dict
+    The reproduction's ``set_dropout`` (IntraSmooth.ipynb cell 5 lines 3-7) does this to torchvision's
+    ResNet-50, whose only ReLU children are the stem's and each bottleneck's ``relu``; a bottleneck
+    calls its ``relu`` three times, so dropout follows all three of its ReLUs.
+    """
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(module, name, nn.Sequential(child, nn.Dropout(p)))
     return model
+
+
+def build_model(arch: str, num_classes: int, dropout: float = 0.0, placement: str = "fc",
+                fc_bias: bool = True) -> nn.Module:  # fmt: skip
+    """``arch`` with ``num_classes`` outputs, randomly initialised, dropout ``dropout`` at ``placement``."""
+    if placement not in DROPOUT_PLACEMENTS:
+        raise UserError(f"--dropout-placement {placement}: choose one of {', '.join(DROPOUT_PLACEMENTS)}")
+    if arch in CIFAR_DEPTHS:
+        if placement != "fc":
+            raise UserError(f"--dropout-placement {placement}: the CIFAR ResNets apply ReLU as a function; "
+                            f"use fc, or a torchvision --arch ({', '.join(TORCHVISION_ARCHES)})")  # fmt: skip
+        model: nn.Module = CifarResNet(CIFAR_DEPTHS[arch], num_classes, dropout=dropout)
+    elif arch in TORCHVISION_ARCHES:
+        import torchvision
+
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        if placement == "fc":
+            model.avgpool = nn.Sequential(model.avgpool, nn.Dropout(dropout))  # no parameters: torchvision's state dict
+        else:
+            add_dropout_after_relus(model, dropout)
+    else:
+        raise UserError(f"--arch {arch}: unknown; choose one of {', '.join(ARCHES)}")
+    if not fc_bias:  # the reproduction's classifier: nn.Linear(2048, 37, bias=False) (IntraSmooth.ipynb cell 5 line 10)
+        model.fc = nn.Linear(model.fc.in_features, num_classes, bias=False)
+    return model
+
+
+def reproduction_resnet50() -> nn.Module:
+    """The reproduction study's model, for ``analyze-sensitivity --model-factory``: ResNet-50, 37 classes,
+    dropout 0.1 after every ReLU, a classifier without bias (weights come from the checkpoint)."""
+    return build_model("resnet50", 37, 0.1, placement="relu", fc_bias=False)
 
 
 def _read_state_dict(path: Path, flag: str) -> Dict[str, torch.Tensor]:
@@ -194,13 +246,48 @@ def _fit_problems(model: nn.Module, state: Dict[str, torch.Tensor]) -> List[str]
     return problems
 
 
+def pretrained_weights_file(value: str, arch: str) -> Path:
+    """The local file of ``--pretrained-weights``: a path, or a torchvision weights name of ``arch``.
+
+    A name (``IMAGENET1K_V1`` or ``ResNet50_Weights.IMAGENET1K_V1``) is looked up in torchvision's
+    weights enum of ``arch`` and read from the torch hub cache, where torchvision keeps it; when it
+    is not there torchvision downloads it (a machine without network gets a one-line error naming
+    the file to copy there).
+    """
+    if Path(value).is_file() or "/" in value or value.endswith((".pt", ".pth")):
+        return Path(value)
+    import torchvision
+
+    if arch not in TORCHVISION_ARCHES:
+        raise UserError(f"--pretrained-weights {value}: no such file (torchvision weights names are for "
+                        f"{', '.join(TORCHVISION_ARCHES)})")  # fmt: skip
+    enum = torchvision.models.get_model_weights(arch)
+    prefix, _, name = value.rpartition(".")
+    if (prefix and prefix != enum.__name__) or name not in enum.__members__:
+        raise UserError(f"--pretrained-weights {value}: no such file, nor a weights name of {arch} "
+                        f"({', '.join(f'{enum.__name__}.{member}' for member in enum.__members__)})")  # fmt: skip
+    weights = enum[name]
+    file = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not file.is_file():
+        try:
+            torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
+        except Exception as error:  # no network, a proxy, a truncated download: urllib and torch raise many kinds
+            raise UserError(f"--pretrained-weights {value}: not in the torch hub cache ({file}) and not "
+                            f"downloadable here ({type(error).__name__}); copy {weights.url} to {file}") from None
+    return file
+
+
 def load_pretrained_weights(model: nn.Module, path: Path) -> List[str]:
-    """Fill ``model`` from a local state dict; a classifier of another size stays new. Returns the new keys."""
+    """Fill ``model`` from a local state dict; a classifier of another size (or without bias) stays new.
+
+    Returns the keys of ``model`` left as initialised.
+    """
     state = _read_state_dict(path, "--pretrained-weights")
     expected = model.state_dict()
     new = [key for key in expected
            if key.startswith("fc.") and key in state and state[key].shape != expected[key].shape]  # fmt: skip
-    state = {key: value for key, value in state.items() if key not in new}
+    state = {key: value for key, value in state.items()
+             if key not in new and not (key.startswith("fc.") and key not in expected)}  # fmt: skip
     problems = [problem for problem in _fit_problems(model, state) if problem.split()[-1] not in new]
     if problems:
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
@@ -209,8 +296,9 @@ def load_pretrained_weights(model: nn.Module, path: Path) -> List[str]:
     return new
 
 
-def load_teacher(path: str, arch: str, num_classes: int, device: torch.device) -> Tuple[nn.Module, Path]:
-    """A model saved by ``train-vision`` (its ``model.pt`` or output folder), frozen, in eval mode."""
+def load_teacher(path: str, arch: str, num_classes: int, device: torch.device,
+                 fc_bias: bool = True) -> Tuple[nn.Module, Path]:  # fmt: skip
+    """A model saved by ``train-vision`` (a ``model.pt``/``model_last.pt`` or output folder), frozen, in eval mode."""
     given = Path(path)
     file = given / "model.pt" if given.is_dir() else given
     if not file.is_file():
@@ -223,7 +311,7 @@ def load_teacher(path: str, arch: str, num_classes: int, device: torch.device) -
                             f"the teacher must have the student's architecture (--arch)")  # fmt: skip
         if recorded.get("num_classes") != num_classes:
             raise UserError(f"--teacher {path}: has {recorded.get('num_classes')} classes, the data has {num_classes}")
-    teacher = build_model(arch, num_classes)
+    teacher = build_model(arch, num_classes, fc_bias=fc_bias)
     state = _read_state_dict(file, "--teacher")
     problems = _fit_problems(teacher, state)
     if problems:
@@ -249,6 +337,27 @@ def inverse_sqrt_lr(step: int, peak: float, warmup_init: float, warmup_steps: in
     return peak * math.sqrt(max(warmup_steps, 1) / max(step, 1))
 
 
+def reproduction_lr(update: int, peak: float, warmup_init: float, warmup_steps: int) -> float:
+    """Learning rate of update ``update`` (counted from 1) in the reproduction's notebooks.
+
+    lr(u) = warmup_init * u                      for u < warmup_steps
+    lr(u) = peak / sqrt(u - warmup_steps + 1)    for u >= warmup_steps
+
+    With 2e-5, 1e-3 and 50: ``base_lr * num_update`` below 50, then ``0.001 / np.sqrt(num_update-49)``
+    (IntraSmooth.ipynb cell 7 lines 30-33): it decays as 1/√u from the peak, not fairseq's √(W/t).
+    """
+    if update < warmup_steps:
+        return warmup_init * update
+    return peak / math.sqrt(update - warmup_steps + 1)
+
+
+def learning_rate(schedule: str, update: int, peak: float, warmup_init: float, warmup_steps: int) -> float:
+    """``--lr-schedule``'s learning rate for update number ``update`` (as counted from ``--first-update``)."""
+    if schedule == "reproduction":
+        return reproduction_lr(update, peak, warmup_init, warmup_steps)
+    return inverse_sqrt_lr(update, peak, warmup_init, warmup_steps)
+
+
 @dataclass
 class VisionConfig:
     """Everything of a run but the distillation switches; every field is a flag of the same name."""
@@ -256,18 +365,30 @@ class VisionConfig:
     data: str
     out: Path
     arch: Optional[str] = None  # default_arch(data)
-    pretrained_weights: Optional[Path] = None
+    pretrained_weights: Optional[str] = None  # a file, or a torchvision weights name (IMAGENET1K_V1)
     dropout: float = 0.1
+    dropout_placement: str = "fc"
+    fc_bias: bool = True
     image_size: Optional[int] = None  # the source's: digits 8, CIFAR 32, photos 224
     augment: str = "auto"
     epochs: int = 80
     max_steps: Optional[int] = None
     batch_size: int = 60
+    micro_batch_size: Optional[int] = None  # None: the whole batch in one forward
+    micro_batch_reduction: str = "mean"
     lr: float = 1e-3
+    lr_schedule: str = "inverse-sqrt"
+    first_update: int = 0
     warmup_init_lr: float = 2e-5
     warmup_steps: int = 50
     weight_decay: float = 1e-3
     betas: Tuple[float, float] = (0.9, 0.999)
+    label_smoothing_style: str = "fairseq"
+    teacher_weight: Optional[float] = None  # None: the convex mix of --kd-weight
+    kd_epochs: Optional[int] = None  # None: the teacher term in every epoch
+    val_split: str = "stratified"
+    val_size: Optional[int] = None
+    val_split_seed: int = 0
     seed: int = 1
     device: Optional[str] = None  # cuda when available
     workers: Optional[int] = None  # 0 for data in memory (digits, CIFAR), else min(4, CPUs)
@@ -298,10 +419,17 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> Dict
     return {"nll": total_nll / count, "accuracy": correct / count}
 
 
-def analysis_command(out: Path, arch: str, data: ImageData, image_size: int, data_arg: str) -> str:
+def analysis_command(out: Path, arch: str, data: ImageData, image_size: int, data_arg: str,
+                     fc_bias: bool = True) -> str:  # fmt: skip
     """The ``analyze-sensitivity`` command line for the saved model (printed and stored in metrics.json)."""
     note = ""
-    if arch not in CIFAR_DEPTHS:
+    if not fc_bias:  # torchvision's own models have a biased classifier: analysis needs a factory
+        model = "--model-factory factory.py:model"
+        note = (f"  # factory.py: from user_dir.trainers.vision import build_model; def model(): return "
+                f"build_model({arch!r}, {data.num_classes}, fc_bias=False)")
+        if (arch, data.num_classes) == ("resnet50", 37):
+            model, note = "--model-factory user_dir.trainers.vision:reproduction_resnet50", ""
+    elif arch not in CIFAR_DEPTHS:
         model = f"--arch {arch} --num-classes {data.num_classes}"
     elif data.num_classes == 10:
         model = f"--model-factory user_dir.trainers.vision:{arch}"
@@ -318,25 +446,93 @@ def analysis_command(out: Path, arch: str, data: ImageData, image_size: int, dat
     return f"analyze-sensitivity {out / 'model.pt'} {model} {batches} --out {out / 'sensitivity'}{note}"
 
 
-def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings: DistillationSettings,
-                  images: torch.Tensor, labels: torch.Tensor, step: int, total_steps: int, lr: float,
-                  teacher: Optional[nn.Module] = None) -> Dict[str, torch.Tensor]:  # fmt: skip
-    """One update: the teacher's logits (eval mode), K train-mode passes combined by the shared objective, AdamW.
+def effective_settings(settings: DistillationSettings, style: str, num_classes: int) -> DistillationSettings:
+    """``settings`` with ε in user_dir.losses' (fairseq's) convention, whatever ``--label-smoothing-style`` says.
 
-    Returns the objective's terms (``loss``, ``supervised``, ``intra``, ``kd``, ``alpha``, ``logits``).
+    torch's ``CrossEntropyLoss(label_smoothing=ε)`` gives every class ε/C; fairseq's formula gives
+    the C - 1 others ε'/(C - 1). The two losses are identical when ε' = ε (C - 1) / C.
+    """
+    if style not in SMOOTHING_STYLES:
+        raise UserError(f"--label-smoothing-style {style}: choose one of {', '.join(SMOOTHING_STYLES)}")
+    if style == "fairseq":
+        return settings
+    return replace(settings, label_smoothing=settings.label_smoothing * (num_classes - 1) / num_classes)
+
+
+def step_objective(model: Callable[[torch.Tensor], torch.Tensor], settings: DistillationSettings,
+                   images: torch.Tensor, labels: torch.Tensor, update: int, total_steps: int,
+                   teacher_logits: Optional[torch.Tensor] = None,
+                   teacher_weight: Optional[float] = None) -> Dict[str, torch.Tensor]:  # fmt: skip
+    """The objective of one (micro-)batch: K passes of ``model`` combined by the shared objective.
+
+    With ``teacher_weight`` None the teacher enters through the shared convex mix
+    ((1 - β) supervised + β KD); with a weight W the objective is supervised + α·intra + W·KD, the
+    KD term the mean over the passes of :func:`user_dir.losses.kd_loss` (the reproduction's form).
+    ``update`` is the update number the adaptive α sees.
+    """
+    outputs: List[torch.Tensor] = []
+
+    def forward() -> torch.Tensor:
+        outputs.append(model(images))
+        return outputs[-1]
+
+    if teacher_weight is None:
+        return settings.objective(forward=forward, targets=labels, step=update, max_step=total_steps,
+                                  teacher_logits=teacher_logits)  # fmt: skip
+    terms = settings.objective(forward=forward, targets=labels, step=update, max_step=total_steps)
+    if teacher_logits is not None:
+        kd = sum(losses.kd_loss(output, teacher_logits, settings.kd_temperature, reduction="mean")
+                 for output in outputs) / len(outputs)  # fmt: skip
+        terms = {**terms, "loss": terms["loss"] + teacher_weight * kd, "kd": kd.detach()}
+    return terms
+
+
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings: DistillationSettings,
+                  images: torch.Tensor, labels: torch.Tensor, update: int, total_steps: int, lr: float,
+                  teacher: Optional[nn.Module] = None, micro_batch_size: Optional[int] = None,
+                  micro_batch_reduction: str = "mean",
+                  teacher_weight: Optional[float] = None) -> Dict[str, torch.Tensor]:  # fmt: skip
+    """One update: per micro-batch the teacher's logits (eval mode) and :func:`step_objective`, then AdamW.
+
+    The batch is cut into micro-batches of ``micro_batch_size`` (batch normalisation sees each
+    alone); each one's loss is divided by the number of micro-batches in the batch (``mean``) or not
+    (``sum``) before its backward, as the reproduction's notebooks do with ``iter_batch``. Returns
+    the terms (``loss``, ``supervised``, ``intra``, ``kd``, ``alpha``), averaged over the micro-batches.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
-    teacher_logits = None
-    if teacher is not None:
-        with torch.no_grad():
-            teacher_logits = teacher(images)
-    terms = settings.objective(forward=lambda: model(images), targets=labels, step=step, max_step=total_steps,
-                               teacher_logits=teacher_logits)  # fmt: skip
     optimizer.zero_grad(set_to_none=True)
-    terms["loss"].backward()
+    size = micro_batch_size or len(labels)
+    nominal = max(1, round(len(labels) / size)) if micro_batch_reduction == "mean" else 1
+    totals: Dict[str, torch.Tensor] = {}
+    for start in range(0, len(labels), size):
+        chunk, chunk_labels = images[start : start + size], labels[start : start + size]
+        teacher_logits = None
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = teacher(chunk)
+        terms = step_objective(model, settings, chunk, chunk_labels, update, total_steps, teacher_logits,
+                               teacher_weight)  # fmt: skip
+        (terms["loss"] / nominal).backward()
+        share = len(chunk_labels) / len(labels)
+        for name in ("loss", "supervised", "intra", "kd", "alpha"):
+            totals[name] = totals.get(name, 0.0) + terms[name].detach().float() * share
     optimizer.step()
-    return terms
+    return totals
+
+
+def _check_recipe(config: VisionConfig, settings: DistillationSettings) -> None:
+    """One-line refusals of flags that do not fit together (the choice flags are checked by click)."""
+    if config.micro_batch_size is not None and config.batch_size % config.micro_batch_size:
+        raise UserError(f"--micro-batch-size {config.micro_batch_size}: must divide --batch-size {config.batch_size}")
+    if config.micro_batch_reduction not in MICRO_BATCH_REDUCTIONS:
+        raise UserError(f"--micro-batch-reduction {config.micro_batch_reduction}: choose one of "
+                        f"{', '.join(MICRO_BATCH_REDUCTIONS)}")  # fmt: skip
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise UserError(f"--lr-schedule {config.lr_schedule}: choose one of {', '.join(LR_SCHEDULES)}")
+    if settings.teacher is None and (config.teacher_weight is not None or config.kd_epochs is not None):
+        flag = "--teacher-weight" if config.teacher_weight is not None else "--kd-epochs"
+        raise UserError(f"{flag}: needs --teacher (it weighs or limits the teacher term)")
 
 
 def _check_data(data: ImageData) -> None:
@@ -358,8 +554,11 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
     out = Path(config.out)
     if out.exists():
         raise UserError(f"--out {out}: exists; choose another folder or remove it")
-    data = data if data is not None else load_image_data(config.data)
+    holdout = Holdout(config.val_split, config.val_size, config.val_split_seed)
+    data = data if data is not None else load_image_data(config.data, holdout)
     _check_data(data)
+    _check_recipe(config, settings)
+    settings = effective_settings(settings, config.label_smoothing_style, data.num_classes)
     arch = config.arch or default_arch(data)
     if arch not in ARCHES:
         raise UserError(f"--arch {arch}: unknown; choose one of {', '.join(ARCHES)}")
@@ -372,14 +571,16 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
     augment = resolve_augmentation(config.augment, data.kind)
     device = resolve_device(config.device)
     workers = config.workers if config.workers is not None else (0 if data.in_memory else min(4, os.cpu_count() or 1))
-    teacher, teacher_file = (load_teacher(settings.teacher, arch, data.num_classes, device)
+    teacher, teacher_file = (load_teacher(settings.teacher, arch, data.num_classes, device, config.fc_bias)
                              if settings.teacher else (None, None))  # fmt: skip
 
     torch.manual_seed(config.seed)
-    model = build_model(arch, data.num_classes, config.dropout)
+    model = build_model(arch, data.num_classes, config.dropout, config.dropout_placement, config.fc_bias)
     new_keys: List[str] = []
+    weights_file: Optional[Path] = None
     if config.pretrained_weights is not None:
-        new_keys = load_pretrained_weights(model, Path(config.pretrained_weights))
+        weights_file = pretrained_weights_file(str(config.pretrained_weights), arch)
+        new_keys = load_pretrained_weights(model, weights_file)
     model.to(device)
 
     transform = {split: make_transform(image_size, split == "train", augment, data.kind, data.native_size)
@@ -416,13 +617,16 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
         seen = 0
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, unit="batch",
                    disable=None if progress is None else not progress)  # fmt: skip
+        epoch_teacher = teacher if config.kd_epochs is None or epoch <= config.kd_epochs else None
         for images, labels in bar:
             if step >= total_steps:
                 break
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            lr = inverse_sqrt_lr(step, config.lr, config.warmup_init_lr, config.warmup_steps)
-            terms = training_step(model, optimizer, settings, images, labels, step, total_steps, lr, teacher)
+            update = step + config.first_update
+            lr = learning_rate(config.lr_schedule, update, config.lr, config.warmup_init_lr, config.warmup_steps)
+            terms = training_step(model, optimizer, settings, images, labels, update, total_steps, lr, epoch_teacher,
+                                  config.micro_batch_size, config.micro_batch_reduction, config.teacher_weight)  # fmt: skip
             step += 1
             for name in sums:
                 sums[name] += terms[name].item() * len(labels)
@@ -442,6 +646,7 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
                    f"{row['train_alpha']:.2f}), val NLL {validation['nll']:.4f}, val accuracy "
                    f"{100 * validation['accuracy']:.1f}%{' *' if improved else ''}", err=True)  # fmt: skip
     train_seconds = time.perf_counter() - started
+    torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, partial / "model_last.pt")
 
     model.load_state_dict(torch.load(partial / "model.pt", map_location=device, weights_only=True))
     test = evaluate(model, test_loader, device)
@@ -453,15 +658,20 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
         "arch": arch, "num_classes": data.num_classes, "classes": data.classes,
         "data": str(config.data), "data_kind": data.kind, "data_description": data.description,
         "split_sizes": data.sizes(), "test_split": data.test_split, "image_size": image_size, "augment": augment,
-        "dropout": config.dropout,
-        "pretrained_weights": None if config.pretrained_weights is None else {
-            "path": str(config.pretrained_weights), "sha256": sha256_of(Path(config.pretrained_weights)),
+        "dropout": config.dropout, "dropout_placement": config.dropout_placement, "fc_bias": config.fc_bias,
+        "holdout": asdict(holdout),
+        "pretrained_weights": None if weights_file is None else {
+            "given": str(config.pretrained_weights), "path": str(weights_file), "sha256": sha256_of(weights_file),
             "newly_initialised": new_keys},
         "recipe": {"optimizer": "AdamW", "betas": list(config.betas), "weight_decay": config.weight_decay,
                    "lr": config.lr, "warmup_init_lr": config.warmup_init_lr, "warmup_steps": config.warmup_steps,
-                   "schedule": "linear warm-up, then inverse square root", "batch_size": config.batch_size,
+                   "schedule": config.lr_schedule, "first_update": config.first_update,
+                   "batch_size": config.batch_size, "micro_batch_size": config.micro_batch_size,
+                   "micro_batch_reduction": config.micro_batch_reduction,
+                   "label_smoothing_style": config.label_smoothing_style, "teacher_weight": config.teacher_weight,
+                   "kd_epochs": config.kd_epochs,
                    "epochs": config.epochs, "max_steps": config.max_steps, "steps_per_epoch": steps_per_epoch,
-                   "total_steps": total_steps, "selection": "lowest validation NLL"},
+                   "total_steps": total_steps, "selection": "lowest validation NLL (model.pt; model_last.pt: last)"},
         "distillation": {**asdict(settings),
                          "teacher_sha256": sha256_of(teacher_file) if teacher_file is not None else None},
         "seed": config.seed, "device": str(device), "workers": workers, "versions": versions(),
@@ -470,7 +680,7 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
         "best_val_accuracy": best["val_accuracy"], "test_nll": test["nll"], "test_accuracy": test["accuracy"],
         "epochs_run": len(history), "steps_run": step, "train_seconds": round(train_seconds, 2),
         "model_sha256": sha256_of(partial / "model.pt"),
-        "analyze": analysis_command(out, arch, data, image_size, str(config.data)),
+        "analyze": analysis_command(out, arch, data, image_size, str(config.data), config.fc_bias),
     }  # fmt: skip
     (partial / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     for name, text in (extra_files or {}).items():
@@ -540,7 +750,7 @@ def run_grid(config: VisionConfig, grid: GridSettings, progress: Optional[bool] 
     root = Path(config.out)
     if grid.passes < 2:
         raise UserError(f"--passes {grid.passes}: the intra-distillation cells need at least 2 passes")
-    data = load_image_data(config.data)
+    data = load_image_data(config.data, Holdout(config.val_split, config.val_size, config.val_split_seed))
     records = []
     for seed in grid.seeds:
         for cell in sorted(GRID, key=lambda c: c.self_distillation):  # teachers before their students
@@ -614,10 +824,16 @@ def _training_options(data_default: Optional[str], out_default: Optional[Path]) 
                      show_default=True, help="Output folder (each run is written as RUN.partial, renamed when done)."),
         click.option("--arch", default=None,
                      help=f"One of {', '.join(ARCHES)}; default resnet50 (resnet20 for digits)."),
-        click.option("--pretrained-weights", type=click.Path(path_type=Path), default=None,
-                     help="A local state dict to start from (a classifier of another size is re-initialised)."),
+        click.option("--pretrained-weights", default=None,
+                     help="A local state dict, or a torchvision weights name of --arch (IMAGENET1K_V1, read from "
+                          "the torch hub cache) to start from; a classifier of another size is re-initialised."),
         click.option("--dropout", type=float, default=0.1, show_default=True,
-                     help="Dropout before the final fc layer: what makes the K passes differ."),
+                     help="Dropout probability: what makes the K passes differ."),
+        click.option("--dropout-placement", type=click.Choice(DROPOUT_PLACEMENTS), default="fc", show_default=True,
+                     help="fc: before the final layer; relu: after every ReLU module (torchvision ResNets; the "
+                          "reproduction's notebooks)."),
+        click.option("--fc-bias/--no-fc-bias", default=True, show_default=True,
+                     help="A bias in the classifier (the reproduction's has none)."),
         click.option("--image-size", type=click.IntRange(min=1), default=None,
                      help="Side of the crops; default 8 for digits, 32 for CIFAR, 224 for photos."),
         click.option("--augment", type=click.Choice(AUGMENTATIONS), default="auto", show_default=True,
@@ -625,12 +841,42 @@ def _training_options(data_default: Optional[str], out_default: Optional[Path]) 
         click.option("--no-augment", is_flag=True, help="Same as --augment none."),
         click.option("--epochs", type=click.IntRange(min=1), default=80, show_default=True),
         click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many updates."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=60, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=60, show_default=True,
+                     help="Images per update."),
+        click.option("--micro-batch-size", type=click.IntRange(min=1), default=None,
+                     help="Run each batch as micro-batches of this many images (batch norm sees each alone) and "
+                          "accumulate their gradients; default: the whole batch at once."),
+        click.option("--micro-batch-reduction", type=click.Choice(MICRO_BATCH_REDUCTIONS), default="mean",
+                     show_default=True,
+                     help="mean: each micro-batch's loss is divided by their number; sum: not (the reproduction's "
+                          "classic students)."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
                      help="Peak learning rate, reached after the warm-up."),
+        click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="inverse-sqrt", show_default=True,
+                     help="inverse-sqrt: fairseq's (linear warm-up from --warmup-init-lr, then lr·sqrt(W/t)); "
+                          "reproduction: warmup-init-lr·u below W, then lr/sqrt(u-W+1)."),
+        click.option("--first-update", type=click.IntRange(0, 1), default=0, show_default=True,
+                     help="The number of the first update, as the lr schedule and the adaptive alpha see it "
+                          "(the reproduction's notebooks count from 1)."),
         click.option("--warmup-init-lr", type=click.FloatRange(min=0), default=2e-5, show_default=True),
         click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True),
         click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-3, show_default=True),
+        click.option("--label-smoothing-style", type=click.Choice(SMOOTHING_STYLES), default="fairseq",
+                     show_default=True,
+                     help="fairseq: epsilon spread over the other classes; torch: over all classes "
+                          "(torch.nn.CrossEntropyLoss, the reproduction's)."),
+        click.option("--teacher-weight", type=click.FloatRange(min=0), default=None,
+                     help="With --teacher: loss = supervised + W·KD (the reproduction's form) instead of the "
+                          "convex mix of --kd-weight."),
+        click.option("--kd-epochs", type=click.IntRange(min=0), default=None,
+                     help="With --teacher: use the teacher term in the first N epochs only (the reproduction: 75)."),
+        click.option("--val-split", type=click.Choice(HOLDOUT_METHODS), default="stratified", show_default=True,
+                     help="CIFAR and Pet: how validation images are held out of the training set "
+                          "(random-split: torch.utils.data.random_split, the reproduction's)."),
+        click.option("--val-size", type=click.IntRange(min=1), default=None,
+                     help="CIFAR and Pet: validation images held out (default: a tenth)."),
+        click.option("--val-split-seed", type=int, default=0, show_default=True,
+                     help="CIFAR and Pet: seed of the hold-out (the reproduction: 42)."),
         click.option("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)."),
         click.option("--workers", type=click.IntRange(min=0), default=None,
                      help="Data loader processes (default: 0 for digits and CIFAR, which sit in memory; else 4)."),

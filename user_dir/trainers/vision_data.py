@@ -9,13 +9,19 @@ Sources (``--data``):
   ``data_batch_1`` … ``data_batch_5``, ``test_batch``, ``batches.meta``; ``cifar-100-python``:
   ``train``, ``test``, ``meta``), or the folder above it. The pickles are read with an unpickler
   that admits only the numpy array constructors these files use, so a tampered file cannot run
-  code. 10 % of the training images (stratified, ``random_state=0``) are the validation set;
+  code. Part of the training images is held out for validation (see below);
 - the Oxford-IIIT Pet layout: ``images/*.jpg`` and ``annotations/trainval.txt``, ``test.txt``
-  (lines ``Abyssinian_100 1 1 1``: image, class id 1-37, species, breed). 10 % of trainval
-  (stratified, ``random_state=0``) is the validation set;
+  (lines ``Abyssinian_100 1 1 1``: image, class id 1-37, species, breed), read in file order as
+  torchvision's ``OxfordIIITPet`` reads them. Part of trainval is held out for validation;
 - an ImageFolder tree: ``train/CLASS/*.jpg``, ``val/CLASS/…`` and optionally ``test/CLASS/…``;
   the classes are the folders of ``train/``. Without ``test/`` the test metrics are computed on
   ``val/`` (``test_split`` says so).
+
+The validation hold-out of CIFAR and Pet (:class:`Holdout`): ``stratified`` (default: 10 %,
+stratified by class, ``random_state=0``) or ``random-split``, which is
+``torch.utils.data.random_split(trainval, [n - size, size], generator=torch.Generator().manual_seed(seed))``:
+the reproduction study's split of Pet's 3,680 trainval images into 3,000 training and 680
+validation images with seed 42 (e.g. IntraSmooth.ipynb cell 4 line 4).
 
 Images travel as uint8 tensors ``[3, H, W]`` through one transform pipeline (torchvision
 ``transforms.v2``): augmentation (``imagenet``: RandomResizedCrop + horizontal flip; ``pad-crop``:
@@ -50,7 +56,37 @@ VALIDATION_FRACTION = 0.1
 DIGITS_HELD_OUT = 360
 
 AUGMENTATIONS = ("auto", "imagenet", "pad-crop", "none")
+#: How CIFAR and Pet hold out their validation images (see the module docstring).
+HOLDOUT_METHODS = ("stratified", "random-split")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Which training images of a source without a validation split become the validation set."""
+
+    method: str = "stratified"
+    size: Optional[int] = None  # images held out; None: 10 %
+    seed: int = SPLIT_SEED
+
+    def split(self, labels: Sequence[int]) -> Tuple[List[int], List[int]]:
+        """Indices kept for training and held out, always the same for the same labels."""
+        if self.method not in HOLDOUT_METHODS:
+            raise UserError(f"--val-split {self.method}: choose one of {', '.join(HOLDOUT_METHODS)}")
+        if self.size is not None and not 0 < self.size < len(labels):
+            raise UserError(f"--val-size {self.size}: must lie between 1 and {len(labels) - 1} "
+                            f"(the source has {len(labels)} training images)")  # fmt: skip
+        held_out = self.size if self.size is not None else VALIDATION_FRACTION
+        if self.method == "stratified":
+            return _stratified_split(labels, held_out, self.seed)
+        count = self.size if self.size is not None else round(VALIDATION_FRACTION * len(labels))
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        cut = len(labels) - count  # random_split's first part: the training images
+        return sorted(order[:cut]), sorted(order[cut:])
+
+    @property
+    def is_default(self) -> bool:
+        return self == Holdout()
 
 
 @dataclass
@@ -117,9 +153,14 @@ class ImageDataset(Dataset):
         return ImageDataset(self.labels[indices].tolist(), paths=[self.paths[i] for i in indices])
 
 
-def load_image_data(data: str) -> ImageData:
-    """The source named by ``--data``: ``digits`` or a folder (CIFAR python format, Oxford-IIIT Pet, ImageFolder)."""
+def load_image_data(data: str, holdout: Holdout = Holdout()) -> ImageData:
+    """The source named by ``--data``: ``digits`` or a folder (CIFAR python format, Oxford-IIIT Pet, ImageFolder).
+
+    ``holdout`` chooses the validation images of CIFAR and Pet; digits and image folders have fixed
+    validation splits and refuse another.
+    """
     if data == "digits":
+        _no_holdout(holdout, "digits")
         return load_digits()
     root = Path(data)
     if not root.is_dir():
@@ -131,12 +172,13 @@ def load_image_data(data: str) -> ImageData:
         if (root / name).is_dir():
             root = root / name
     if (root / "data_batch_1").is_file() or (root / "test_batch").is_file():
-        return load_cifar(root, 10)
+        return load_cifar(root, 10, holdout)
     if (root / "train").is_file() and (root / "test").is_file():
-        return load_cifar(root, 100)
+        return load_cifar(root, 100, holdout)
     if (root / "annotations" / "trainval.txt").is_file():
-        return load_pet(root)
+        return load_pet(root, holdout)
     if (root / "train").is_dir():
+        _no_holdout(holdout, "an image folder")
         return load_image_folder(root)
     raise UserError(
         f"--data {root}: not a CIFAR python folder (data_batch_1 … test_batch, or train/test), an Oxford-IIIT "
@@ -144,8 +186,14 @@ def load_image_data(data: str) -> ImageData:
     )
 
 
-def _stratified_split(labels: Sequence[int], held_out: float | int) -> Tuple[List[int], List[int]]:
-    """Indices kept and held out, always the same (``random_state=SPLIT_SEED``): stratified by label where
+def _no_holdout(holdout: Holdout, source: str) -> None:
+    if not holdout.is_default:
+        raise UserError(f"--val-split/--val-size/--val-split-seed: {source} has a fixed validation split; "
+                        f"these flags choose the hold-out of CIFAR and Oxford-IIIT Pet")  # fmt: skip
+
+
+def _stratified_split(labels: Sequence[int], held_out: float | int, seed: int = SPLIT_SEED) -> Tuple[List[int], List[int]]:
+    """Indices kept and held out, always the same (``random_state=seed``): stratified by label where
     every class has two examples and the held-out part can hold one of each, a plain random split otherwise."""
     from sklearn.model_selection import train_test_split
 
@@ -153,9 +201,9 @@ def _stratified_split(labels: Sequence[int], held_out: float | int) -> Tuple[Lis
     if len(indices) < 2:
         raise UserError(f"{len(indices)} training image(s): too few to hold out a validation set")
     try:
-        kept, out = train_test_split(indices, test_size=held_out, random_state=SPLIT_SEED, stratify=np.asarray(labels))
+        kept, out = train_test_split(indices, test_size=held_out, random_state=seed, stratify=np.asarray(labels))
     except ValueError:  # a class too small to stratify (tiny data sets)
-        kept, out = train_test_split(indices, test_size=held_out, random_state=SPLIT_SEED)
+        kept, out = train_test_split(indices, test_size=held_out, random_state=seed)
     return sorted(kept.tolist()), sorted(out.tolist())
 
 
@@ -257,8 +305,8 @@ def _cifar_arrays(path: Path, label_key: str) -> Tuple[torch.Tensor, List[int]]:
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), labels
 
 
-def load_cifar(root: Path, num_classes: int) -> ImageData:
-    """CIFAR-10 (``data_batch_1`` … ``_5``, ``test_batch``) or CIFAR-100 (``train``, ``test``); 10 % validates."""
+def load_cifar(root: Path, num_classes: int, holdout: Holdout = Holdout()) -> ImageData:
+    """CIFAR-10 (``data_batch_1`` … ``_5``, ``test_batch``) or CIFAR-100 (``train``, ``test``); ``holdout`` validates."""
     if num_classes == 10:
         train_files, test_file, label_key, meta_file, names_key = (
             [root / f"data_batch_{i}" for i in range(1, 6)], root / "test_batch", "labels", root / "batches.meta",
@@ -279,11 +327,11 @@ def load_cifar(root: Path, num_classes: int) -> ImageData:
     if bad is not None:
         raise UserError(f"{root}: label {bad} is outside 0-{num_classes - 1} of CIFAR-{num_classes}")
     everything = ImageDataset(train_labels, images=train_images)
-    train, val = _stratified_split(train_labels, VALIDATION_FRACTION)
+    train, val = holdout.split(train_labels)
     return ImageData(
         kind=f"cifar{num_classes}",
         description=f"CIFAR-{num_classes} python format in {root} ({len(train_labels)} training images, "
-                    f"10% held out for validation; {len(test_labels)} test images)",
+                    f"{len(val)} held out for validation ({holdout.method}); {len(test_labels)} test images)",
         classes=classes, train=everything.subset(train), val=everything.subset(val),
         test=ImageDataset(test_labels, images=test_images), test_split="test", native_size=32, in_memory=True,
     )  # fmt: skip
@@ -310,8 +358,8 @@ def _pet_list(root: Path, name: str) -> List[Tuple[str, int]]:
     return entries
 
 
-def load_pet(root: Path) -> ImageData:
-    """Oxford-IIIT Pet: trainval (10 % held out for validation) and test, 37 breeds named after the image files."""
+def load_pet(root: Path, holdout: Holdout = Holdout()) -> ImageData:
+    """Oxford-IIIT Pet: trainval (``holdout`` validates) and test, 37 breeds named after the image files."""
     trainval, test = _pet_list(root, "trainval.txt"), _pet_list(root, "test.txt")
     names: Dict[int, str] = {}
     for image, class_id in trainval + test:
@@ -328,10 +376,11 @@ def load_pet(root: Path) -> ImageData:
         return ImageDataset([label for _, label in entries], paths=paths)
 
     everything = dataset(trainval)
-    train, val = _stratified_split(everything.labels.tolist(), VALIDATION_FRACTION)
+    train, val = holdout.split(everything.labels.tolist())
     return ImageData(
         kind="pet",
-        description=f"Oxford-IIIT Pet in {root} ({len(trainval)} trainval images, 10% held out for validation; "
+        description=f"Oxford-IIIT Pet in {root} ({len(trainval)} trainval images, {len(val)} held out for "
+                    f"validation ({holdout.method}); "
                     f"{len(test)} test images; {num_classes} classes)",
         classes=classes, train=everything.subset(train), val=everything.subset(val), test=dataset(test),
         test_split="test", native_size=None, in_memory=False,
