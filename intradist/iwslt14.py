@@ -6,32 +6,28 @@ and the dev/test sets ``IWSLT14.TED{,X}.{set}.{src}-en.{lang}.xml``. The splits 
 paper's own script (``machine_translation/scripts/preprocess_iwslt14.sh`` in fe1ixxu/Intra-Distillation)
 and of fairseq's ``examples/translation/prepare-iwslt14.sh``:
 
-- **train**: ``train.tags`` without its metadata. Lines with ``<url>``, ``<talkid>``, ``<keywords>``
-  (and ``<speaker>``, ``<reviewer>``, ``<translator>``, ``<doc>``: metadata of other WIT3 releases,
-  which the two scripts do not filter) are dropped; the ``<title>`` and ``<description>`` tags are
-  removed but their text is kept, as both scripts do, so that the split below picks the same lines
-  as theirs. The pairs are then cleaned as Moses' ``clean-corpus-n.perl -ratio 1.5 ... 1 175`` does
-  on Moses-tokenized text: a pair is dropped when either side has fewer than 1 or more than 175
-  tokens, when one side has more than 1.5 times the tokens of the other, or when a token is longer
-  than 1000 characters.
-- **valid**: every 23rd line of the cleaned training text (lines 23, 46, ...); the rest is train.
+- **train**: ``train.tags`` without its metadata: lines containing ``<url>``, ``<talkid>`` or
+  ``<keywords>`` are dropped, the ``<title>`` and ``<description>`` tags are removed but their
+  text is kept (``preprocess_iwslt14.sh:40-47``; any other line stays, as there). Then, in the
+  authors' order (lines 48-57): each side is Moses-tokenized (``tokenizer.perl -l LANG``: special
+  characters escaped), the pairs are cleaned as ``clean-corpus-n.perl -ratio 1.5 ... 1 175`` (a
+  pair is dropped when a side has fewer than 1 or more than 175 tokens, when one side has more
+  than 1.5 times the tokens of the other, or when a token is longer than 1000 characters), the
+  kept text is lowercased (``lowercase.perl``) and Moses-*detokenized* again
+  (``detokenizer.perl -l LANG``, which unescapes). sacremoses, the Python port of these Moses
+  scripts, does the tokenizing and detokenizing, so the text is the authors' up to any
+  difference between the port and the Perl scripts (``O'Neil's 'own' words`` comes back as
+  ``o'neil's' own 'words``, there and here).
+- **valid**: every 23rd line of that training text (lines 23, 46, ...); the rest is train.
 - **test**: the ``<seg id=...>`` lines of dev2010, dev2012 (TEDX), tst2010, tst2011 and tst2012,
-  concatenated in that order, tags removed and ``’`` replaced by ``'`` (as both scripts do).
+  concatenated in that order, tags removed and ``’`` replaced by ``'``, then only lowercased
+  (lines 62-92): never tokenized.
 
-Tokenization, a design choice. The paper's script Moses-tokenizes the training text, cleans it,
-lowercases it and then Moses-*detokenizes* it again before learning sentencepiece; its test text is
-never tokenized, only lowercased. Here the Moses tokenizer (sacremoses, per language) is used only
-to count tokens for the cleaning, and the surviving pairs keep their original (whitespace-normalised)
-text. The selected lines, and so the train/valid/test splits, are the paper's (up to any difference
-in token counts between sacremoses and Moses' tokenizer.perl); the text differs only where
-detokenize(tokenize(x)) does not give x back (``O'Neil's 'own' words`` comes back as
-``O'Neil's' own 'words``). Sentencepiece needs no pre-tokenization, the training text then has the
-same form as the test references, and BLEU is sacreBLEU on detokenized output against the
-untouched (lowercased) references, as in the paper.
-
-Lowercasing, the joint sentencepiece model (``--vocab-size``, 12,000 in the paper), the joined
-dictionary and ``fairseq-preprocess`` are :func:`intradist.translation.prepare`; ``ref.test.en`` in
-each data-bin is the lowercased, untokenized reference that sacreBLEU scores against.
+Lowercasing, the joint sentencepiece model (12,000 pieces, learnt from every split of both
+languages with character coverage 0.99999995), the fixed dictionary of its whole vocabulary and
+``fairseq-preprocess --padding-factor 1`` (lines 110-134) are :func:`intradist.translation.prepare`
+with :func:`paper_data`; ``ref.test.en`` in each data-bin is the lowercased, untokenized reference
+that sacreBLEU scores against.
 
 Checksums. No published checksum of these archives is known (WIT3, fairseq's mirror, fairseq's
 prepare-iwslt14.sh and the paper's repository give none), so :data:`KNOWN_SHA256` is empty rather
@@ -45,7 +41,8 @@ interrupted run leaves only ``.partial`` items, and a rerun skips what is comple
 
     archives/{src}-en.tgz     the downloaded archive (not copied when it comes from --archives)
     iwslt14-archives.sha256   the checksum record
-    {src}-en.text/            {train,val,test}.{src,en}: cleaned, untokenized, original case; extract.json
+    {src}-en.text/            {train,val,test}.{src,en}: train/val as the authors' (lowercased, detokenized), test
+                              in its original case (lowercased by prepare()); extract.json
     {src}-en/                 the fairseq data-bin of intradist.translation.prepare()
 """
 
@@ -75,8 +72,8 @@ TARGET_LANG = "en"
 #: Sets concatenated into the test split, in this order (both reference scripts use it).
 TEST_SETS = ("TED.dev2010", "TEDX.dev2012", "TED.tst2010", "TED.tst2011", "TED.tst2012")
 
-#: Metadata lines of train.tags that are dropped (matched at the start of the stripped line).
-DROPPED_TAGS = ("<url", "<talkid", "<keywords", "<speaker", "<reviewer", "<translator", "<doc", "</doc")
+#: A train.tags line containing one of these is dropped (the authors' ``grep -v``).
+DROPPED_TAGS = ("<url>", "<talkid>", "<keywords>")
 #: Tags removed from train.tags lines whose text is kept.
 _KEPT_TEXT_TAGS = re.compile(r"</?(?:title|description)>")
 
@@ -86,6 +83,11 @@ CLEAN_MAX_TOKENS = 175
 #: clean-corpus-n.perl also drops a pair with a token longer than this (its default).
 CLEAN_MAX_TOKEN_CHARS = 1000
 VALID_EVERY = 23
+#: The authors' sentencepiece: ``spm_train.py --vocab_size=12000 --character_coverage=0.99999995
+#: --input_sentence_size=1000000`` (preprocess_iwslt14.sh:115-118).
+VOCAB_SIZE = 12000
+CHARACTER_COVERAGE = 0.99999995
+INPUT_SENTENCE_SIZE = 1000000
 
 KNOWN_SHA256: Dict[str, str] = {}
 """Published SHA-256 per archive name (``de-en.tgz``): none is known, see the module docstring."""
@@ -105,9 +107,16 @@ def archive_urls(src: str) -> List[str]:
     return [_FAIRSEQ_DE_EN, wit3] if src == "de" else [wit3]
 
 
+def paper_data(src: str, vocab_size: int = VOCAB_SIZE) -> PrepareConfig:
+    """How the authors turn the extracted text of ``{src}-en`` into a data-bin (see the module docstring)."""
+    return PrepareConfig(source_lang=src, target_lang=TARGET_LANG, vocab_size=vocab_size, sentencepiece_input="all",
+                         character_coverage=CHARACTER_COVERAGE, input_sentence_size=INPUT_SENTENCE_SIZE,
+                         dictionary="sentencepiece")  # fmt: skip
+
+
 def strip_meta(lines: Iterable[str]) -> List[str]:
     """The sentence lines of a ``train.tags`` file: metadata lines dropped, title/description tags removed."""
-    return [_KEPT_TEXT_TAGS.sub("", line) for line in lines if not line.lstrip().startswith(DROPPED_TAGS)]
+    return [_KEPT_TEXT_TAGS.sub("", line) for line in lines if not any(tag in line for tag in DROPPED_TAGS)]
 
 
 def xml_segments(text: str) -> List[str]:
@@ -120,24 +129,24 @@ def xml_segments(text: str) -> List[str]:
 
 
 def _normalise(line: str) -> str:
-    """Whitespace runs as one space, none at the ends (as clean-corpus-n.perl leaves its lines)."""
+    """Whitespace runs as one space, none at the ends (sentencepiece and sacreBLEU's 13a ignore the difference)."""
     return " ".join(line.split())
 
 
 def clean_pairs(
     source: Sequence[str], target: Sequence[str], source_lang: str, target_lang: str
 ) -> Tuple[List[str], List[str]]:
-    """The pairs that ``clean-corpus-n.perl -ratio 1.5 CORPUS SRC TGT OUT 1 175`` keeps.
+    """Moses-tokenize both sides and keep the pairs ``clean-corpus-n.perl -ratio 1.5 CORPUS SRC TGT OUT 1 175`` keeps.
 
-    Tokens are counted on the Moses tokenization of each side (sacremoses, per language); the
-    kept pairs are returned as their original text, whitespace-normalised.
+    Each side is tokenized as ``tokenizer.perl -l LANG`` does (sacremoses, special characters
+    escaped); the kept pairs are returned tokenized, tokens joined by one space.
     """
     from sacremoses import MosesTokenizer
 
     tokenizers = MosesTokenizer(lang=source_lang), MosesTokenizer(lang=target_lang)
     kept_source, kept_target = [], []
     for pair in zip(source, target):
-        tokens = [tokenizer.tokenize(line, escape=False) for tokenizer, line in zip(tokenizers, pair)]
+        tokens = [tokenizer.tokenize(line, escape=True) for tokenizer, line in zip(tokenizers, pair)]
         counts = [len(side) for side in tokens]
         if min(counts) < CLEAN_MIN_TOKENS or max(counts) > CLEAN_MAX_TOKENS:
             continue
@@ -145,9 +154,17 @@ def clean_pairs(
             continue
         if any(len(token) > CLEAN_MAX_TOKEN_CHARS for side in tokens for token in side):
             continue
-        kept_source.append(_normalise(pair[0]))
-        kept_target.append(_normalise(pair[1]))
+        kept_source.append(" ".join(tokens[0]))
+        kept_target.append(" ".join(tokens[1]))
     return kept_source, kept_target
+
+
+def lowercase_detokenize(lines: Sequence[str], lang: str) -> List[str]:
+    """``lowercase.perl`` then ``detokenizer.perl -l LANG`` (sacremoses, unescaping) of tokenized lines."""
+    from sacremoses import MosesDetokenizer
+
+    detokenizer = MosesDetokenizer(lang=lang)
+    return [detokenizer.detokenize(line.lower().split()) for line in lines]
 
 
 def split_valid(lines: Sequence[str]) -> Tuple[List[str], List[str]]:
@@ -190,7 +207,7 @@ def extract_pair(archive: Path, src: str) -> Tuple[Dict[str, Dict[str, List[str]
     cleaned = dict(zip(langs, clean_pairs(raw[src], raw[TARGET_LANG], src, TARGET_LANG)))
     splits: Dict[str, Dict[str, List[str]]] = {"train": {}, "valid": {}, "test": {lang: [] for lang in langs}}
     for lang in langs:
-        splits["train"][lang], splits["valid"][lang] = split_valid(cleaned[lang])
+        splits["train"][lang], splits["valid"][lang] = split_valid(lowercase_detokenize(cleaned[lang], lang))
     for name in TEST_SETS:
         segments = {lang: xml_segments(texts[test_names[name, lang]]) for lang in langs}
         if len(segments[src]) != len(segments[TARGET_LANG]):
@@ -265,7 +282,7 @@ def prepare_pair(src: str, out: Path, vocab_size: int, archives: Optional[Path] 
     Returns the data-bin folder ``out/{src}-en``.
     """
     pair = f"{src}-{TARGET_LANG}"
-    config = PrepareConfig(source_lang=src, target_lang=TARGET_LANG, vocab_size=vocab_size)
+    config = paper_data(src, vocab_size)
     data_bin, text = out / pair, out / f"{pair}.text"
     if not data_bin.exists() and not text.is_dir():
         archive = _archive_in(archives, src) if archives is not None else _downloaded_archive(src, out)
@@ -298,7 +315,7 @@ def _source_langs(pairs: str) -> List[str]:
               help="Folder for the archives, the extracted text and one data-bin per pair (OUT/{src}-en).")  # fmt: skip
 @click.option("--pairs", default=",".join(SOURCE_LANGS), show_default=True,
               help="Comma-separated source languages, each paired with English.")  # fmt: skip
-@click.option("--vocab-size", type=click.IntRange(min=10), default=12000, show_default=True,
+@click.option("--vocab-size", type=click.IntRange(min=10), default=VOCAB_SIZE, show_default=True,
               help="Joint sentencepiece vocabulary size (the paper's 12,000).")  # fmt: skip
 @click.option("--archives", type=click.Path(path_type=Path), default=None,
               help="Folder with {src}-en.tgz (or the extracted 2014-01 release); nothing is downloaded.")  # fmt: skip
@@ -308,9 +325,11 @@ def main(out: Path, pairs: str, vocab_size: int, archives: Optional[Path], worke
     """IWSLT'14 XX->En data-bins of Xu, Koehn & Murray (EMNLP 2022), from the WIT3 2014-01 archives.
 
     \b
-    Per pair: train.tags without metadata, cleaned as Moses clean-corpus-n (ratio 1.5, 1-175
-    tokens); every 23rd line is valid; test is dev2010+dev2012+tst2010+tst2011+tst2012.
-    Then lowercase, joint sentencepiece and fairseq-preprocess into OUT/{src}-en.
+    Per pair, as the authors' preprocess_iwslt14.sh: train.tags without metadata, Moses-tokenized,
+    cleaned as Moses clean-corpus-n (ratio 1.5, 1-175 tokens), lowercased and detokenized; every
+    23rd line is valid; test is dev2010+dev2012+tst2010+tst2011+tst2012, lowercased. Then one
+    sentencepiece model learnt on all of it, its whole vocabulary as the dictionary of both
+    languages, and fairseq-preprocess into OUT/{src}-en.
 
     \b
     Archives are downloaded into OUT/archives (de-en from fairseq's mirror, the others from

@@ -1,9 +1,17 @@
 """Translation data and evaluation: sentencepiece + fairseq binaries, and sacreBLEU scoring.
 
-The pipeline the paper uses for IWSLT'14 (lowercase, joint sentencepiece model, joined
-dictionary), applied to any parallel corpus stored as ``{split}.{lang}[.gz]`` text files.
+The pipeline the paper uses for IWSLT'14 (lowercase, joint sentencepiece model, one dictionary
+for both languages), applied to any parallel corpus stored as ``{split}.{lang}[.gz]`` text files.
 Each prepared folder is written under a temporary name and renamed when complete, so an
 interrupted run leaves nothing half-written and the next run starts that step again.
+
+Two choices of the authors' ``Machine_Translation/scripts/preprocess_iwslt14.sh``
+(fe1ixxu/Intra-Distillation, lines 115-134) are options of :class:`PrepareConfig`, on in the
+IWSLT'14 recipe (:data:`intradist.iwslt14.PAPER_DATA`) and off by default: sentencepiece learnt on
+every split, test included (``sentencepiece_input="all"``), and the whole sentencepiece
+vocabulary as the fixed dictionary of both languages (``dictionary="sentencepiece"``). The
+defaults learn sentencepiece on the training text only and count the dictionary there, which is
+what a new corpus should do.
 """
 
 from __future__ import annotations
@@ -18,14 +26,19 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from intradist.errors import UserError
 
-#: fairseq-fixed 0.12.3.1's batching drops the sentences left over after the last multiple of
-#: --required-batch-size-multiple (default 8): 1014 validation sentences become 1008, and a test
-#: set loses translations. A multiple of 1 keeps every sentence; pass it to every fairseq command.
+#: fairseq-fixed 0.12.3.1's batching (fairseq/data/data_utils.py, ``batch_by_size``) drops the last
+#: batch when its size is not a multiple of --required-batch-size-multiple (default 8): 1014
+#: validation sentences become 1008, and a test set loses translations. A multiple of 1 keeps
+#: every sentence: generation, the tests and the small demos pass it. The IWSLT'14 recipe trains
+#: with the authors' 8 (intradist.translation_recipe), whose fairseq kept that last batch.
 REQUIRED_BATCH_SIZE_MULTIPLE = ("--required-batch-size-multiple", "1")
+
+SENTENCEPIECE_INPUTS = ("train", "all")
+DICTIONARIES = ("joined", "sentencepiece")
 
 SPLITS = {"train": "train", "valid": "val", "test": "test"}
 """fairseq split name -> file stem in the shipped corpus."""
@@ -41,6 +54,14 @@ class PrepareConfig:
     max_train_lines: Optional[int] = None
     max_test_lines: Optional[int] = None
     lowercase: bool = True
+    #: the text sentencepiece learns from: ``train`` (both languages) or ``all`` splits (the authors')
+    sentencepiece_input: str = "train"
+    character_coverage: float = 1.0
+    #: sentencepiece samples this many sentences when there are more (0: all of them)
+    input_sentence_size: int = 0
+    #: ``joined``: fairseq counts the pieces of the training text, padded to a multiple of 8;
+    #: ``sentencepiece``: the whole sentencepiece vocabulary, every piece count 100, no padding
+    dictionary: str = "joined"
 
 
 def read_lines(path: Path, limit: Optional[int] = None, lowercase: bool = False) -> List[str]:
@@ -72,8 +93,13 @@ def prepare(corpus: Path, out: Path, config: PrepareConfig, workers: int = 2) ->
     model ``spm.model``, the references ``ref.{split}.{tgt}`` (raw text, lowercased as the
     training data) and ``prepare.json``.
     """
+    if config.sentencepiece_input not in SENTENCEPIECE_INPUTS:
+        raise UserError(f"sentencepiece_input {config.sentencepiece_input!r}: choose from {', '.join(SENTENCEPIECE_INPUTS)}")
+    if config.dictionary not in DICTIONARIES:
+        raise UserError(f"dictionary {config.dictionary!r}: choose from {', '.join(DICTIONARIES)}")
     marker = out / "prepare.json"
-    if marker.is_file() and json.loads(marker.read_text()) == asdict(config):
+    # a folder prepared before a field existed was prepared with that field's default
+    if marker.is_file() and {**asdict(PrepareConfig()), **json.loads(marker.read_text())} == asdict(config):
         return out
     if out.exists():
         raise UserError(f"{out}: exists but was prepared differently (or not completely); remove it or pick --out")
@@ -106,13 +132,14 @@ def _build_data_bin(texts: Dict[str, Dict[str, List[str]]], staging: Path, confi
 
     src, tgt = config.source_lang, config.target_lang
     spm_input = staging / "spm_input.txt"
-    _write_lines(spm_input, texts["train"][src] + texts["train"][tgt])
+    _write_lines(spm_input, [line for split, lang in sentencepiece_files(config) for line in texts[split][lang]])
     try:
         spm.SentencePieceTrainer.train(
             input=str(spm_input),
             model_prefix=str(staging / "spm"),
             vocab_size=config.vocab_size,
-            character_coverage=1.0,
+            character_coverage=config.character_coverage,
+            input_sentence_size=config.input_sentence_size,
             model_type="unigram",
             num_threads=workers,
             minloglevel=2,
@@ -133,13 +160,40 @@ def _build_data_bin(texts: Dict[str, Dict[str, List[str]]], staging: Path, confi
         "--source-lang", src, "--target-lang", tgt,
         "--trainpref", str(pieces / "train"), "--validpref", str(pieces / "valid"),
         "--testpref", str(pieces / "test"),
-        "--destdir", str(staging), "--joined-dictionary", "--workers", str(workers),
+        "--destdir", str(staging), "--dataset-impl", "mmap", "--workers", str(workers),
     ]  # fmt: skip
+    if config.dictionary == "sentencepiece":
+        dictionary = pieces / "dict.txt"
+        _write_lines(dictionary, sentencepiece_dictionary(processor))
+        command += ["--srcdict", str(dictionary), "--tgtdict", str(dictionary), "--padding-factor", "1"]
+    else:
+        command.append("--joined-dictionary")
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"fairseq-preprocess failed:\n{completed.stderr[-3000:]}")
     shutil.rmtree(pieces)
     (staging / "prepare.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+
+
+def sentencepiece_files(config: PrepareConfig) -> List[Tuple[str, str]]:
+    """The (split, language) texts sentencepiece learns from, in the order it reads them.
+
+    ``all`` follows the authors' ``--input=$(ls raw-XX/*)``: every split of both languages, in
+    the sorted order of their file names ``{split}.{lang}`` (test, train, valid).
+    """
+    langs = (config.source_lang, config.target_lang)
+    if config.sentencepiece_input == "train":
+        return [("train", lang) for lang in langs]
+    return sorted(((split, lang) for split in SPLITS for lang in langs), key=lambda pair: f"{pair[0]}.{pair[1]}")
+
+
+def sentencepiece_dictionary(processor) -> List[str]:
+    """fairseq dictionary lines of the whole sentencepiece vocabulary, each piece with count 100.
+
+    As the authors' ``cut -f 1 spm.vocab | tail -n +4 | sed "s/$/ 100/g"``: every piece in the
+    model's order but the first three (``<unk>``, ``<s>``, ``</s>``, which fairseq adds itself).
+    """
+    return [f"{processor.id_to_piece(i)} 100" for i in range(3, processor.get_piece_size())]
 
 
 _HYPOTHESIS_LINE = re.compile(r"^D-(\d+)\t[^\t]*\t(.*)$")

@@ -14,7 +14,15 @@ from click.testing import CliRunner
 import intradist.iwslt14 as iwslt14
 from intradist.errors import UserError
 from intradist.downloads import download
-from intradist.iwslt14 import clean_pairs, extract_pair, main, split_valid, strip_meta, verified_sha256
+from intradist.iwslt14 import (
+    clean_pairs,
+    extract_pair,
+    lowercase_detokenize,
+    main,
+    split_valid,
+    strip_meta,
+    verified_sha256,
+)
 from intradist.translation import read_lines
 
 
@@ -119,11 +127,15 @@ def no_fairseq(monkeypatch):
 
 
 def test_metadata_lines_are_dropped_and_title_and_description_keep_their_text():
+    """As the authors' preprocess_iwslt14.sh:40-47: grep -v of <url>, <talkid>, <keywords> anywhere
+    in a line, the title and description tags removed; every other line stays, tags and all."""
     lines = ['<doc docid="1" genre="lectures">', "<url>http://x</url>", "<keywords>a, b</keywords>",
              "<speaker>A B</speaker>", "<talkid>1</talkid>", "<title>A B: Hello</title>",
              "<description>TED Talk: Hi.</description>", "Hello there.", "<reviewer></reviewer>",
-             '<translator href="y">C</translator>', "</doc>"]  # fmt: skip
-    assert strip_meta(lines) == ["A B: Hello", "TED Talk: Hi.", "Hello there."]
+             "see <url>x</url> inside", '<translator href="y">C</translator>', "</doc>"]  # fmt: skip
+    assert strip_meta(lines) == ['<doc docid="1" genre="lectures">', "<speaker>A B</speaker>", "A B: Hello",
+                                 "TED Talk: Hi.", "Hello there.", "<reviewer></reviewer>",
+                                 '<translator href="y">C</translator>', "</doc>"]  # fmt: skip
 
 
 def test_every_23rd_line_goes_to_valid_and_the_rest_stays_train():
@@ -144,24 +156,34 @@ def test_cleaning_counts_moses_tokens_and_applies_ratio_and_length_limits():
         (" ".join(["w"] * 176), " ".join(["v"] * 176)),  # 176 tokens: dropped
         ("a " + "b" * 1001, "x y"),  # a token over 1000 characters: dropped
         ("  spaced   out ", "well  spaced"),  # kept, whitespace normalised
+        ("R&D geht, oder?", "R&D works, right?"),  # 6 tokens each, & escaped as tokenizer.perl does: kept
     ]
     source, target = clean_pairs([p[0] for p in pairs], [p[1] for p in pairs], "de", "en")
-    assert source == ["a b c", "a b", " ".join(["w"] * 175), "spaced out"]
-    assert target == ["x y z w", "x y z", " ".join(["v"] * 175), "well spaced"]
+    assert source == ["a b c", "a b", " ".join(["w"] * 175), "spaced out", "R &amp; D geht , oder ?"]
+    assert target == ["x y z w", "x y z", " ".join(["v"] * 175), "well spaced", "R &amp; D works , right ?"]
+
+
+def test_cleaned_text_is_lowercased_then_detokenized_and_unescaped():
+    """lowercase.perl then detokenizer.perl -l en, as preprocess_iwslt14.sh:55-56."""
+    tokenized = ["R &amp; D works , right ?", "Don &apos;t &quot; Panic &quot; !"]
+    assert lowercase_detokenize(tokenized, "en") == ["r & d works, right?", 'don\'t "panic"!']
 
 
 def test_extraction_splits_the_archive_as_the_paper_does(archives):
     splits, raw_pairs = extract_pair(archives / "de-en.tgz", "de")
-    assert raw_pairs == 51  # title, description, "Guten Morgen.", the too-long pair, 47 numbered
-    # kept: 1 title, 2 description, 3 "Guten Morgen.", then line n is "Satz Nummer n-3": 23 -> 20, 46 -> 43
-    assert splits["valid"]["de"] == ["Satz Nummer 20 ist kurz.", "Satz Nummer 43 ist kurz."]
-    assert splits["valid"]["en"] == ["Sentence number 20 is short.", "Sentence number 43 is short."]
-    assert splits["train"]["de"][:4] == [
-        "Anna Example: Ein kleiner Test", "TED Talk Untertitel: Ein erfundener Vortrag.", "Guten Morgen.",
-        "Satz Nummer 1 ist kurz.",
+    # speaker, title, description, "Guten Morgen.", the too-long pair, 47 numbered, reviewer, translator
+    assert raw_pairs == 54
+    # kept: 1 speaker, 2 title, 3 description, 4 "Guten Morgen.", then line n is "Satz Nummer n-4":
+    # 23 -> 19, 46 -> 42; tokenized, lowercased and detokenized
+    assert splits["valid"]["de"] == ["satz nummer 19 ist kurz.", "satz nummer 42 ist kurz."]
+    assert splits["valid"]["en"] == ["sentence number 19 is short.", "sentence number 42 is short."]
+    assert splits["train"]["de"][:5] == [
+        "< speaker > anna example < / speaker >", "anna example: ein kleiner test",
+        "ted talk untertitel: ein erfundener vortrag.", "guten morgen.", "satz nummer 1 ist kurz.",
     ]  # fmt: skip
-    assert len(splits["train"]["de"]) == len(splits["train"]["en"]) == 48
-    assert not any("<" in line or "Anna Example" == line or "zu lang" in line for line in splits["train"]["de"])
+    assert splits["train"]["en"][-2] == "< reviewer > < / reviewer >"
+    assert len(splits["train"]["de"]) == len(splits["train"]["en"]) == 51
+    assert not any("zu lang" in line or "url" in line or "talkid" in line for line in splits["train"]["de"])
     assert splits["test"]["en"] == EXPECTED_TEST_EN
     assert splits["test"]["de"] == ["Erster Satz.", "Zweiter Satz.", "Dritter Satz.", "Keine Panik.", "Fünfter Satz.",
                                     "Sechster Satz."]  # fmt: skip
@@ -178,9 +200,19 @@ def test_prepares_a_data_bin_with_lowercased_references_and_reuses_it(archives, 
                  "test.de-en.en.bin", "prepare.json"):  # fmt: skip
         assert (data_bin / name).is_file(), name
     assert read_lines(data_bin / "ref.test.en") == [line.lower() for line in EXPECTED_TEST_EN]
-    assert read_lines(out / "de-en.text" / "val.en") == ["Sentence number 20 is short.", "Sentence number 43 is short."]
+    assert read_lines(out / "de-en.text" / "val.en") == ["sentence number 19 is short.", "sentence number 42 is short."]
     record = json.loads((out / "de-en.text" / "extract.json").read_text())
-    assert record["sentences"] == {"train": 48, "valid": 2, "test": 6}
+    assert record["sentences"] == {"train": 51, "valid": 2, "test": 6}
+    # the authors' dictionary: the whole sentencepiece vocabulary but <unk>, <s>, </s>, count 100,
+    # the same for both languages, no padding (preprocess_iwslt14.sh:120,133-134)
+    import sentencepiece as spm
+
+    model = spm.SentencePieceProcessor(model_file=str(data_bin / "spm.model"))
+    expected_dict = "".join(f"{model.id_to_piece(i)} 100\n" for i in range(3, 60))
+    assert model.get_piece_size() == 60
+    assert (data_bin / "dict.de.txt").read_text() == (data_bin / "dict.en.txt").read_text() == expected_dict
+    # sentencepiece learnt from the test text too: "ü" occurs only in the test set's "Fünfter Satz."
+    assert "ü 100" in expected_dict.splitlines()
     assert (out / "iwslt14-archives.sha256").read_text() == f"{record['archive_sha256']}  de-en.tgz\n"
     assert sorted(p.name for p in out.iterdir()) == ["de-en", "de-en.text", "iwslt14-archives.sha256"]
 

@@ -7,6 +7,7 @@ pass and the passes' mean, summed over the target positions. With a teacher, the
 (1 - beta) * CE_i + beta * KD_i per pass, as in the reproduction's intra x self-distillation grid.
 """
 
+import functools
 from dataclasses import dataclass, field
 from typing import List
 
@@ -73,11 +74,6 @@ class IntraDistillationCriterion(DistillationCriterion):
                 raise ConfigurationError(f"--alpha-p and --alpha-q need 0 < p < q, got p={cfg.alpha_p}, q={cfg.alpha_q}")
             if cfg.max_update <= 0:
                 raise ConfigurationError("--adaptive-alpha needs --max-update > 0: the schedule is a fraction of it")
-            if not getattr(task, "forwards_update_number_to_criterion", False):
-                raise ConfigurationError(
-                    "--adaptive-alpha needs the update number, which fairseq gives tasks but not criterions: "
-                    "use --task translation_intra_distillation (or a task with UpdateNumberForwarding)"
-                )
         super().__init__(task, cfg)
         self.num_passes = cfg.num_passes
         self.alpha = cfg.alpha
@@ -87,6 +83,27 @@ class IntraDistillationCriterion(DistillationCriterion):
         self.divergence = str(cfg.divergence)
         self.pass_strategy = str(cfg.pass_strategy)
         self.num_updates = 0
+        self.follow_update_number(task)
+
+    def follow_update_number(self, task) -> None:
+        """Record the update number the trainer hands ``task.train_step``, before each training step.
+
+        fairseq 0.12 gives the update number to the task's ``train_step`` (and, from there, to
+        ``model.set_num_updates``, which no module of a stock transformer keeps), never to the
+        criterion; the adaptive schedule needs it. The trainer builds the model, then this
+        criterion from the same task object, and calls that object's ``train_step`` with
+        ``update_num`` at every step, a resumed run's first included. So this wraps the
+        ``train_step`` of this one task instance (nothing global is patched): any task, fairseq's
+        stock ``translation`` included, then trains with the adaptive schedule.
+        """
+        train_step = task.train_step
+
+        @functools.wraps(train_step)
+        def recording_train_step(sample, model, criterion, optimizer, update_num, *args, **kwargs):
+            self.set_num_updates(update_num)
+            return train_step(sample, model, criterion, optimizer, update_num, *args, **kwargs)
+
+        task.train_step = recording_train_step
 
     def set_num_updates(self, num_updates: int) -> None:
         """Receive the update number (from the task's ``train_step``) for the alpha schedule."""

@@ -1,9 +1,11 @@
-"""``translation_intra_distillation``: fairseq's translation task that tells the criterion the update.
+"""``translation_intra_distillation``: fairseq's translation task that accepts the original code's flags.
 
-fairseq 0.12 passes the update number to the task's ``train_step`` and to the model, never to
-the criterion; the adaptive alpha schedule needs it, so this task forwards it. It also accepts
-the original intra-distillation code's flags, so an existing command of that repository runs
-with ``--user-dir user_dir`` added (docs/criterions.md maps them to the criterion's flags).
+The ``intra_distillation`` criterion needs no special task: it records the update number from
+any task's ``train_step`` itself (``IntraDistillationCriterion.follow_update_number``), so
+``--task translation`` is the way to train it. This task exists for compatibility: an existing
+command of the authors' repository (fe1ixxu/Intra-Distillation, ``--task
+translation_intra_distillation --num-iter 3 --temperature-p 5 ...``) runs with ``--user-dir
+user_dir`` added (docs/criterions.md maps its flags to the criterion's).
 """
 
 import logging
@@ -17,17 +19,6 @@ from user_dir.criterions.common import ConfigurationError
 from user_dir.criterions.intra_distillation import IntraDistillationConfig, IntraDistillationCriterion
 
 logger = logging.getLogger(__name__)
-
-
-class UpdateNumberForwarding:
-    """Task mixin: hand the update number to the criterion before each training step."""
-
-    forwards_update_number_to_criterion = True
-
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        if hasattr(criterion, "set_num_updates"):
-            criterion.set_num_updates(update_num)
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
 
 @dataclass
@@ -51,8 +42,8 @@ class TranslationIntraDistillationConfig(TranslationConfig):
 
 
 @register_task("translation_intra_distillation", dataclass=TranslationIntraDistillationConfig)
-class TranslationIntraDistillationTask(UpdateNumberForwarding, TranslationTask):
-    """Translation with the update number forwarded and the original code's flags understood."""
+class TranslationIntraDistillationTask(TranslationTask):
+    """fairseq's translation task with the original code's flags understood."""
 
     def build_criterion(self, cfg, from_checkpoint=False):
         """fairseq's criterion, or with ``--num-iter`` > 1 intra_distillation built from the original flags."""
