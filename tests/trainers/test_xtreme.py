@@ -34,6 +34,13 @@ def run(args: Sequence[str], catch: bool = False):
     return CliRunner().invoke(xtreme.main, [str(arg) for arg in args], catch_exceptions=catch)
 
 
+@pytest.fixture(scope="module")
+def minilm_tokenizer(minilm_folder):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_folder, local_files_only=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # NER data and metric
 
@@ -59,7 +66,8 @@ def test_each_word_is_labelled_once_on_its_first_sub_token(minilm_folder):
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_folder, local_files_only=True)
     sentence = ner_data.Sentence(("Lovelace", "visited", "Buenos", "Aires"), ("B-PER", "O", "B-LOC", "I-LOC"))
-    encoded = ner_data.encode(tokenizer, [sentence], max_length=64)
+    encoded, rows = ner_data.encode(tokenizer, [sentence], max_length=64)
+    assert rows == [sentence]
     tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
     labels = encoded["labels"][0]
     assert len([t for t in tokens if t.startswith("##")]) > 0  # "lovelace" splits into pieces
@@ -75,6 +83,51 @@ def test_words_cut_off_by_truncation_are_predicted_outside():
     logits[0, 1, 1] = logits[0, 2, 0] = 5.0
     targets = np.array([[ner_data.IGNORE, 1, 0, ner_data.IGNORE]])
     assert ner_data.predicted_tags(logits, targets, [sentence]) == [["B-PER", "O", "O"]]
+
+
+def test_by_default_the_inputs_are_the_tokenizers_own_encoding(minilm_tokenizer):
+    sentences = ner_data.read_conll(FIXTURES / "panx" / "en" / "train.tsv")
+    encoded, rows = ner_data.encode(minilm_tokenizer, sentences, max_length=12)
+    reference = minilm_tokenizer([list(s.tokens) for s in sentences], is_split_into_words=True, truncation=True,
+                                 max_length=12)  # fmt: skip
+    assert rows == sentences
+    for name in ("input_ids", "token_type_ids", "attention_mask"):
+        assert encoded[name] == reference[name], name
+
+
+def test_a_word_without_sub_tokens_is_unknown_and_keeps_the_words_aligned(minilm_tokenizer):
+    # a zero-width space has no WordPiece; the authors' features give it [UNK] (utils_tag.py:143-144)
+    sentence = ner_data.Sentence(("Paris", "\u200b", "Nice"), ("B-LOC", "O", "B-LOC"))
+    encoded, _ = ner_data.encode(minilm_tokenizer, [sentence], max_length=16)
+    tokens = minilm_tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+    assert tokens == ["[CLS]", "paris", "[UNK]", "nice", "[SEP]"]
+    assert encoded["labels"][0] == [ner_data.IGNORE, 5, 0, 5, ner_data.IGNORE]
+
+
+def test_long_sentences_are_split_where_the_authors_preprocessing_splits_them():
+    # utils_preprocess.py:62-74: a word joins the chunk while its sub-tokens fit (here 4); the one
+    # that would overflow starts a new chunk; a word of more than 4 sub-tokens becomes [unk] (99).
+    sentence = ner_data.Sentence(("a", "b", "c", "d", "e"), ("B-PER", "I-PER", "O", "B-LOC", "O"))
+    short = ner_data.Sentence(("x",), ("O",))
+    pieces = [[[1, 2], [3], [4, 5, 6], [7], [8, 9, 10, 11, 12]], [[13]]]
+    chunks, chunk_pieces = ner_data.split_long([sentence, short], pieces, capacity=4, unk_id=99)
+    assert [c.tokens for c in chunks] == [("a", "b"), ("c", "d"), ("e",), ("x",)]
+    assert [c.tags for c in chunks] == [("B-PER", "I-PER"), ("O", "B-LOC"), ("O",), ("O",)]
+    assert chunk_pieces == [[[1, 2], [3]], [[4, 5, 6], [7]], [[99]], [[13]]]
+
+
+def test_split_chunks_hold_every_word_once_and_end_with_two_separators(minilm_tokenizer):
+    words = tuple(["Lovelace", "visited", "Buenos", "Aires"] * 5)
+    tags = tuple(["B-PER", "O", "B-LOC", "I-LOC"] * 5)
+    sentence = ner_data.Sentence(words, tags)
+    encoded, rows = ner_data.encode(minilm_tokenizer, [sentence], max_length=10, long_sentences="split", extra_sep=True)
+    assert len(rows) > 1 and sum((r.tokens for r in rows), ()) == words and sum((r.tags for r in rows), ()) == tags
+    for ids, labels, row in zip(encoded["input_ids"], encoded["labels"], rows):
+        tokens = minilm_tokenizer.convert_ids_to_tokens(ids)
+        assert len(ids) <= 10 and tokens[0] == "[CLS]" and tokens[-2:] == ["[SEP]", "[SEP]"]
+        assert len([label for label in labels if label != ner_data.IGNORE]) == len(row.tokens)
+    truncated, _ = ner_data.encode(minilm_tokenizer, [sentence], max_length=10)
+    assert len(truncated["input_ids"]) == 1  # the generic default cuts instead
 
 
 @pytest.mark.parametrize(
@@ -135,6 +188,110 @@ def test_qa_intra_term_averages_the_start_and_end_divergences():
 
 def test_token_head_ignores_the_non_first_sub_tokens():
     assert TOKEN_CLASSIFICATION.ignore_index == ner_data.IGNORE
+
+
+# ---------------------------------------------------------------------------------------------
+# The PAN-X recipe computes what the authors' run_tag.py computes
+
+REPO = Path(__file__).resolve().parent.parent.parent
+PANX_INTRA = REPO / "configs" / "xtreme" / "panx_intra.yaml"
+
+
+def _recipe_settings(path: Path) -> DistillationSettings:
+    """The distillation switches a config file sets (keys as the flags)."""
+    import yaml
+
+    values = {key.replace("-", "_"): value for key, value in yaml.safe_load(path.read_text()).items()}
+    return DistillationSettings(**{k: v for k, v in values.items() if k in DistillationSettings.__dataclass_fields__})
+
+
+def _authors_alpha(alpha: float, num_update: int, max_update: int, p: float, q: float) -> float:
+    """get_consistency_alpha, re-stated from Zero_Shot_Cross_Lingual/third_party/run_tag.py:80-87."""
+    if num_update >= max_update / p or alpha <= 1:
+        return alpha
+    gamma = math.log(1 / alpha) / math.log(p / q)
+    return p**gamma * alpha * num_update**gamma / max_update**gamma
+
+
+def _authors_loss(pass_logits: Sequence[torch.Tensor], labels: torch.Tensor, attention_mask: torch.Tensor,
+                  alpha: float) -> float:  # fmt: skip
+    """The loss of one micro-batch in the authors' NER training, re-stated in float64.
+
+    Zero_Shot_Cross_Lingual/third_party/run_tag.py:90-108 (intra_distillation): each pass's
+    outputs[0] is transformers' token-classification loss, cross-entropy over the positions with
+    attention mask 1, labels -100 ignored, averaged over the rest of the batch; the passes' mean
+    plus alpha times sum over the whole [B, T, C] of (p_k - m)(log p_k - log m), summed over the
+    passes and divided by K.
+    """
+    active = attention_mask.reshape(-1) == 1
+    cross_entropies = []
+    for logits in pass_logits:
+        flat, targets = logits.double().reshape(-1, logits.shape[-1])[active], labels.reshape(-1)[active]
+        keep = targets != -100
+        log_probs = torch.log_softmax(flat[keep], dim=-1)
+        cross_entropies.append(-log_probs[torch.arange(int(keep.sum())), targets[keep]].mean())
+    probs = [torch.softmax(logits.double(), dim=-1) for logits in pass_logits]
+    mean = sum(probs) / len(probs)
+    divergence = sum(((p - mean) * (torch.log(p) - torch.log(mean))).sum() for p in probs) / len(probs)
+    return float(sum(cross_entropies) / len(cross_entropies) + alpha * divergence)
+
+
+def test_the_panx_recipe_objective_is_the_authors_loss_on_a_padded_batch():
+    torch.manual_seed(0)
+    settings = _recipe_settings(PANX_INTRA)
+    batch, length, classes, passes = 3, 128, len(ner_data.PANX_LABELS), settings.num_passes
+    # three sentences of 9, 40 and 128 sub-tokens in a batch padded to 128: <s> ... </s></s>,
+    # labels only on first sub-tokens; special tokens, later sub-tokens and padding get -100
+    attention_mask = torch.zeros(batch, length, dtype=torch.long)
+    labels = torch.full((batch, length), -100)
+    for row, used in enumerate((9, 40, 128)):
+        attention_mask[row, :used] = 1
+        first_sub_tokens = torch.arange(1, used - 2)[torch.rand(used - 3) < 0.7]
+        labels[row, first_sub_tokens] = torch.randint(0, classes, (len(first_sub_tokens),))
+    # K fixed outputs, with logits at every position (a model computes them at padding too)
+    pass_logits = [3 * torch.randn(batch, length, classes) for _ in range(passes)]
+    step, max_step = 10, 6250  # 20,000 sentences / 2 / 16 x 10 epochs
+    authors = _authors_loss(pass_logits, labels, attention_mask, _authors_alpha(1.0, step, max_step, 2.0, 5.0))
+
+    def objective(switches: DistillationSettings) -> float:
+        outputs = iter({"logits": logits} for logits in pass_logits)  # what compute_loss hands the objective
+        terms = switches.objective(lambda: TOKEN_CLASSIFICATION.logits(next(outputs)),
+                                   TOKEN_CLASSIFICATION.targets({"labels": labels}), step=step, max_step=max_step,
+                                   ignore_index=TOKEN_CLASSIFICATION.ignore_index)  # fmt: skip
+        return terms["loss"].item()
+
+    assert passes == 3 and objective(settings) == pytest.approx(authors, rel=1e-6)
+    # the generic default (a mean over labelled positions) is a different objective: the check can fail
+    generic = xtreme.dataclasses.replace(settings, intra_reduction="mean", intra_positions="labelled")
+    assert objective(generic) != pytest.approx(authors, rel=1e-3)
+
+
+def test_the_panx_recipe_alpha_schedule_is_the_authors():
+    # alpha 1 (the recipe) is constant; alpha 10 (train_panx.sh's default) ramps with p = 2, q = 5
+    settings = _recipe_settings(PANX_INTRA)
+    for alpha in (settings.alpha, 10.0):
+        switched = xtreme.dataclasses.replace(settings, alpha=alpha)
+        for step in (1, 100, 1250, 3124, 3125, 6000):
+            expected = _authors_alpha(alpha, step, 6250, 2.0, 5.0)
+            assert switched.alpha_at(step, 6250) == pytest.approx(expected, rel=1e-9)
+    assert xtreme.dataclasses.replace(settings, alpha=10.0).alpha_at(1250, 6250) == pytest.approx(1.0)  # N/q
+
+
+@pytest.mark.parametrize("row", ["baseline", "intra"])
+def test_the_panx_recipe_pads_every_batch_to_128_and_splits_long_sentences(minilm_tokenizer, row):
+    import yaml
+
+    values = yaml.safe_load((REPO / "configs" / "xtreme" / f"panx_{row}.yaml").read_text())
+    flags = {key.replace("-", "_"): value for key, value in values.items()}
+    fields = {name: flags[name] for name in ("max_length", "pad_to_max_length", "long_sentences", "extra_sep")}
+    config = xtreme.XtremeConfig(task="panx", out=Path("unused"), data_dir=FIXTURES, **fields).resolved()
+    task = xtreme.TASKS["panx"]
+    rows, _ = xtreme.train_set(task, minilm_tokenizer, xtreme.split_path(FIXTURES, task, "en", "train"), config)
+    batch = xtreme.collator(task, minilm_tokenizer, config)([rows[i] for i in range(3)])
+    assert fields == {"max_length": 128, "pad_to_max_length": True, "long_sentences": "split", "extra_sep": True}
+    assert batch["input_ids"].shape == batch["labels"].shape == (3, 128)
+    assert int(batch["attention_mask"].sum()) < 3 * 128  # the fixtures' sentences are short: padding is there
+    assert bool((batch["labels"][batch["attention_mask"] == 0] == ner_data.IGNORE).all())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,9 +378,6 @@ def test_user_mistakes_are_one_line_errors_and_leave_nothing(tmp_path, args, mes
 # The scripts
 
 
-REPO = Path(__file__).resolve().parent.parent.parent
-
-
 def test_train_script_runs_the_recipe_and_the_table_collects_it(tmp_path, minilm_folder):
     import os
     import subprocess
@@ -240,7 +394,10 @@ def test_train_script_runs_the_recipe_and_the_table_collects_it(tmp_path, minilm
     for seed in (1, 2):
         settings = json.loads((run_dir / f"intra-seed{seed}" / "metrics.json").read_text())["settings"]
         assert settings["lr"] == 2e-5 and settings["epochs"] == 10.0 and settings["seed"] == seed
+        assert settings["eval_steps"] == 100 and settings["pad_to_max_length"] and settings["long_sentences"] == "split"
         assert settings["distillation"]["num_passes"] == 3 and settings["distillation"]["alpha"] == 1.0
+        assert settings["distillation"]["intra_reduction"] == "sum" and settings["distillation"]["intra_positions"] == "all"
+        assert settings["languages"] == ["de", "en"]  # the command line wins over the config's 48
     table = subprocess.run([sys.executable, str(REPO / "scripts/xtreme/results_table.py"), str(tmp_path / "results.jsonl")],
                            capture_output=True, text=True)  # fmt: skip
     assert table.returncode == 0, table.stderr
@@ -270,6 +427,31 @@ def test_results_table_is_mean_and_std_over_seeds_per_language():
     # intra en: 60, 70 -> 65.0 ± sample std sqrt((25 + 25) / 1) = 7.07; sw 45.0 ± 7.1; avg 55.0 ± 7.1
     assert lines[4] == "| baseline | 55.0 (1) | — | 55.0 (1) |"
     assert lines[5] == "| intra | 65.0 ± 7.1 (2) | 45.0 ± 7.1 (2) | 55.0 ± 7.1 (2) |"
+
+
+def test_the_scripts_run_the_five_seeds_of_the_paper_by_default():
+    # the authors' README: "The 5 seeds used in the paper are 1,2,3,4,5"
+    script = (REPO / "scripts/xtreme/run.sh").read_text()
+    assert "for seed in ${INTRADIST_SEEDS:-1 2 3 4 5}; do" in script
+    assert 'run.sh" panx "$@"' in (REPO / "scripts/xtreme/train_panx.sh").read_text()
+
+
+def test_results_table_averages_five_seeds_per_language():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("xtreme_results_table", REPO / "scripts/xtreme/results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    f1 = {"en": [84.0, 85.0, 86.0, 83.0, 87.0], "de": [78.0, 78.0, 79.0, 80.0, 80.0]}
+    records = [{"task": "panx", "method": "intra", "seed": seed, "split": "test",
+                "languages": {lang: {"f1": values[seed - 1]} for lang, values in f1.items()},
+                "average": {"f1": (f1["en"][seed - 1] + f1["de"][seed - 1]) / 2}} for seed in range(1, 6)]  # fmt: skip
+    lines = module.results_tables(records).splitlines()
+    # en: mean 85.0, deviations -1 0 1 -2 2, sample variance 10 / 4 = 2.5, std 1.58
+    # de: mean 79.0, deviations -1 -1 0 1 1, variance 4 / 4 = 1, std 1.00
+    # avg: 81, 81.5, 82.5, 81.5, 83.5 -> mean 82.0, deviations -1 -0.5 0.5 -0.5 1.5, variance 3.75 / 4, std 0.97
+    assert lines[2] == "| method | en | de | avg |"
+    assert lines[4] == "| intra | 85.0 ± 1.6 (5) | 79.0 ± 1.0 (5) | 82.0 ± 1.0 (5) |"
 
 
 def test_an_existing_out_folder_is_refused_unless_overwrite(tmp_path):

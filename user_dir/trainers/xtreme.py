@@ -4,14 +4,21 @@ The paper's third setting: fine-tune a multilingual encoder on English only, the
 every language. Both tasks train with :class:`user_dir.trainers.hf.DistillationTrainer`, so the
 loss is the one of :mod:`user_dir.losses`, with the switches of ``train-glue``:
 
-- **NER** (``--task panx``): a token classifier; the objective and the divergence between the K
-  passes are over the tag distribution of each word's first sub-token
-  (:mod:`user_dir.trainers.ner_data`). Scores: seqeval entity F1 on each language's test set;
-  the weights of the best English dev F1 are kept (the authors' ``--save_only_best_checkpoint``).
+- **NER** (``--task panx``): a token classifier; the cross-entropy is over the tag distribution
+  of each word's first sub-token (:mod:`user_dir.trainers.ner_data`), the divergence between the K
+  passes too unless ``--intra-positions all``. Scores: seqeval entity F1 on each language's test
+  set; the weights of the best English dev F1 are kept (the authors' ``--save_only_best_checkpoint``).
+  The paper recipe (``configs/xtreme/panx_*.yaml``) adds what the authors' features do: batches
+  padded to 128 (``--pad-to-max-length``), long sentences split into chunks
+  (``--long-sentences split``), two separators after a sentence (``--extra-sep``); see docs/xtreme.md.
 - **QA** (``--task tydiqa``): an extractive reader; the objective is over the start and the end
   distributions (:data:`user_dir.trainers.hf.EXTRACTIVE_QA`). Scores: the official SQuAD v1.1
   F1 and exact match on each language's dev set (TyDiQA-GoldP has no public test set); the last
-  weights are kept, as the authors' script does.
+  weights are kept, as the authors' script does. The paper recipe (``configs/xtreme/tydiqa_*.yaml``)
+  adds what the authors' legacy SQuAD features and loss do: windows padded to 384
+  (``--pad-to-max-length``), the doc stride as the step between windows (``--doc-stride-meaning
+  step``), the max-context rule at scoring (``--max-context-check``), and the divergence summed over
+  every position of the stacked start/end rows (``--intra-reduction sum --intra-positions all``).
 
 Data: ``DATA/TASK/LANG/{train,dev,test}.tsv`` (NER) or ``DATA/TASK/LANG/{train,dev}.json`` (QA),
 the layout ``intradist-prepare-xtreme`` writes; every language folder with an evaluation file is
@@ -102,7 +109,12 @@ class XtremeConfig:
     train_language: str = "en"
     languages: Optional[Tuple[str, ...]] = None  # default: every language with an evaluation file
     max_length: Optional[int] = None
+    pad_to_max_length: bool = False  # pad every batch to max_length (the authors' features), not to its longest row
+    long_sentences: str = "truncate"  # NER: cut a sentence longer than max_length, or split it into chunks
+    extra_sep: bool = False  # NER: a second separator after the sentence (XTREME's RoBERTa/XLM-R features)
     doc_stride: int = 128
+    doc_stride_meaning: str = "overlap"  # QA: "step" between window starts (the authors'), or "overlap"
+    max_context_check: bool = False  # QA: a span's start only from its max-context window (the authors')
     batch_size: int = 8
     gradient_accumulation: int = 4
     eval_batch_size: int = 32
@@ -163,17 +175,41 @@ def _subset(items: Sequence[Any], limit: Optional[int], seed: int) -> List[Any]:
     return [items[i] for i in subset_indices(len(items), limit, seed)]
 
 
+def _ner_encoding(config: XtremeConfig) -> Dict[str, Any]:
+    """The NER encoding switches of a run (:func:`user_dir.trainers.ner_data.encode`)."""
+    return {"long_sentences": config.long_sentences, "extra_sep": config.extra_sep}
+
+
+def collator(task: XtremeTask, tokenizer, config: XtremeConfig):
+    """Pads a batch to its longest row, or to ``--max-length`` with ``--pad-to-max-length``.
+
+    Padding to the maximum length is what the authors' features do (``utils_tag.py:194-205``); it
+    matters when the divergence counts every position (``--intra-positions all``).
+    """
+    padding = {"padding": "max_length", "max_length": config.max_length} if config.pad_to_max_length else {}
+    if task.head is TOKEN_CLASSIFICATION:
+        return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=ner_data.IGNORE, **padding)
+    return DataCollatorWithPadding(tokenizer, **padding)
+
+
 def _model_inputs(columns: Dict[str, List[Any]]) -> Dict[str, List[Any]]:
-    return {name: values for name, values in columns.items() if name not in ("example_index", "offset_mapping")}
+    return {name: values for name, values in columns.items() if name not in qa_data.PREDICTION_COLUMNS}
+
+
+def qa_windows(config: XtremeConfig) -> Dict[str, Any]:
+    """The window settings of ``config`` as keyword arguments of the qa_data feature functions."""
+    return {"max_length": config.max_length, "doc_stride": config.doc_stride,
+            "doc_stride_meaning": config.doc_stride_meaning, "pad_to_max_length": config.pad_to_max_length}  # fmt: skip
 
 
 def train_set(task: XtremeTask, tokenizer, path: Path, config: XtremeConfig) -> Tuple[_Rows, int]:
     """The encoded training split and its number of examples (sentences or questions)."""
     if task.name == "panx":
         sentences = _subset(ner_data.read_conll(path), config.max_train_examples, config.seed)
-        return _Rows(ner_data.encode(tokenizer, sentences, config.max_length)), len(sentences)
+        columns, _ = ner_data.encode(tokenizer, sentences, config.max_length, **_ner_encoding(config))
+        return _Rows(columns), len(sentences)
     examples = _subset(qa_data.read_squad(path), config.max_train_examples, config.seed)
-    columns = qa_data.train_features(tokenizer, examples, max_length=config.max_length, doc_stride=config.doc_stride)
+    columns = qa_data.train_features(tokenizer, examples, **qa_windows(config))
     return _Rows(columns), len(examples)
 
 
@@ -181,16 +217,18 @@ def evaluation_set(task: XtremeTask, tokenizer, language: str, path: Path, confi
     """One language's split, encoded, with its scoring function."""
     if task.name == "panx":
         sentences = _subset(ner_data.read_conll(path), config.max_eval_examples, config.seed)
-        columns = ner_data.encode(tokenizer, sentences, config.max_length)
+        columns, rows = ner_data.encode(tokenizer, sentences, config.max_length, **_ner_encoding(config))
 
         def score(prediction) -> Dict[str, float]:
-            predicted = ner_data.predicted_tags(prediction.predictions, prediction.label_ids, sentences)
-            return ner_data.entity_scores([s.tags for s in sentences], predicted)
+            # one sequence per row, chunks of a split sentence included: the authors' seqeval call
+            # (third_party/run_tag.py:339-350) scores their preprocessed files' chunks the same way
+            predicted = ner_data.predicted_tags(prediction.predictions, prediction.label_ids, rows)
+            return ner_data.entity_scores([s.tags for s in rows], predicted)
 
         return EvaluationSet(language, path, len(sentences), _Rows(columns), score)
 
     examples = _subset(qa_data.read_squad(path), config.max_eval_examples, config.seed)
-    windows = {"max_length": config.max_length, "doc_stride": config.doc_stride}
+    windows = qa_windows(config)
     features = qa_data.eval_features(tokenizer, examples, **windows)
     # the same windows with the first answer's positions: the Trainer scores only labelled sets, and
     # so the evaluation loss is the training objective's
@@ -199,7 +237,8 @@ def evaluation_set(task: XtremeTask, tokenizer, language: str, path: Path, confi
 
     def score(prediction) -> Dict[str, float]:
         start_logits, end_logits = prediction.predictions
-        answers = qa_data.best_answers(examples, features, start_logits, end_logits)
+        answers = qa_data.best_answers(examples, features, start_logits, end_logits,
+                                       max_context_check=config.max_context_check)  # fmt: skip
         return qa_data.squad_scores(answers, examples)
 
     return EvaluationSet(language, path, len(examples), _Rows(columns), score)
@@ -344,12 +383,10 @@ def train(config: XtremeConfig, command: str = COMMAND, extra_files: Optional[Di
         fp16=fp16, optim="adamw_torch", dataloader_num_workers=0, remove_unused_columns=False,
         label_names=list(task.head.label_names),
     )  # fmt: skip
-    collator = (DataCollatorForTokenClassification(tokenizer, label_pad_token_id=ner_data.IGNORE)
-                if task.head is TOKEN_CLASSIFICATION else DataCollatorWithPadding(tokenizer))  # fmt: skip
     selection = SelectionCallback(["dev"], f"dev_{task.primary_metric}", config.select)
     trainer = DistillationTrainer(
         model=model, args=arguments, train_dataset=training, eval_dataset={"dev": dev.dataset},
-        processing_class=tokenizer, data_collator=collator, compute_metrics=dev.score, callbacks=[selection],
+        processing_class=tokenizer, data_collator=collator(task, tokenizer, config), compute_metrics=dev.score, callbacks=[selection],
         settings=settings, head=task.head, teacher=teacher,
     )  # fmt: skip
     selected, train_seconds = train_and_select(trainer, selection)
@@ -425,8 +462,25 @@ Examples:
 @click.option("--languages", default=None, help="Comma-separated languages to score [default: every one present].")
 @click.option("--max-length", type=click.IntRange(min=8), default=None,
               help="Tokens per sequence [default: 128 for panx, 384 for tydiqa].")
+@click.option("--pad-to-max-length/--dynamic-padding", default=False, show_default=True,
+              help="Pad every batch to --max-length, as the authors' features (the PAN-X recipe: its "
+                   "divergence counts padding too), or to the longest row.")
+@click.option("--long-sentences", type=click.Choice(list(ner_data.LONG_SENTENCES)), default="truncate",
+              show_default=True,
+              help="NER: a sentence over --max-length is cut (its last words predicted O) or split into "
+                   "chunks, each an example, as the authors' preprocessing (the PAN-X recipe).")
+@click.option("--extra-sep/--no-extra-sep", default=False, show_default=True,
+              help="NER: end each sentence with two separators, as XTREME's features for XLM-R "
+                   "(sep_token_extra; the PAN-X recipe).")
 @click.option("--doc-stride", type=click.IntRange(min=1), default=128, show_default=True,
-              help="QA: overlap of the windows over a long context.")
+              help="QA: the windows' stride over a long context, in tokens (see --doc-stride-meaning).")
+@click.option("--doc-stride-meaning", type=click.Choice(list(qa_data.STRIDE_MEANINGS)), default="overlap",
+              show_default=True,
+              help="QA: overlap = context tokens two windows share (Hugging Face run_qa.py); step = tokens "
+                   "between window starts (the authors' legacy SQuAD features; the paper recipe).")
+@click.option("--max-context-check/--no-max-context-check", default=False, show_default=True,
+              help="QA: take a span's start only from the window where that token has the most context "
+                   "(the authors' scoring; the paper recipe).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--gradient-accumulation", type=click.IntRange(min=1), default=4, show_default=True,
               help="Batches per update (the paper: 8 x 4; XLM-R large: 2 x 16).")
