@@ -342,3 +342,226 @@ def test_main_dispatches_grid_and_training(capsys):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 0 and expected in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper recipe (configs/vision/pet_*.yaml) against the reproduction study's notebooks
+# (yashmanne/intra-distillation at e314144; "NB cell N line M" counts code cells from 0 and lines
+# from 1 within the cell, as docs/fidelity/vision.yaml does).
+
+PET_CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs" / "vision"
+NOTEBOOK_CLASSES = 37  # IntraSmooth.ipynb cell 3 line 6
+ITER_BATCH = 15  # micro-batches of 4 per update: cell 3 lines 7-8
+
+#: Per grid row, what its notebook's loop computes, read off the notebooks (not off our configs):
+#: (label smoothing of CrossEntropyLoss, K, weight of the teacher term, loss divided by iter_batch).
+#: ClassicSmooth/ClassicNoSmooth cell 6 line 4 and cell 8 line 5: CrossEntropyLoss() (no smoothing);
+#: cell 8 lines 28-29: CE + kd * teacher, backward without / iter_batch. Intra*: cell 6 line 24
+#: label_smoothing=0.1 (both), cell 9 line 31: IntraNoSmooth kd (1) * teacher, IntraSmooth alpha (5).
+NOTEBOOK_ROWS = {
+    "baseline": (0.0, 1, None, True), "ls": (0.0, 1, None, True),
+    "sd": (0.0, 1, 1.0, False), "sd-ls": (0.0, 1, 1.0, False),
+    "intra": (0.1, 3, None, True), "intra-ls": (0.1, 3, None, True),
+    "intra-sd": (0.1, 3, 1.0, True), "intra-sd-ls": (0.1, 3, 5.0, True),
+}  # fmt: skip
+
+
+def _recipe(row: str):
+    """The VisionConfig and DistillationSettings that train-vision builds from configs/vision/pet_ROW.yaml."""
+    from user_dir.trainers.common import settings_from
+    from user_dir.trainers.vision import _config
+
+    ctx = train_command.make_context("train-vision", ["--config", str(PET_CONFIGS / f"pet_{row}.yaml")])
+    options = dict(ctx.params)
+    options.pop("config", None)
+    settings = settings_from(options)
+    return _config(options), settings
+
+
+def _notebook_alpha(num_update: int) -> float:
+    """_get_alpha with alpha=5, N=4000, p=5, q=10 (IntraSmooth.ipynb cell 3 lines 1-5, cell 6 lines 14-21)."""
+    alpha, max_update, p, q = 5.0, 4000, 5, 10
+    if num_update >= max_update / p or alpha <= 1:
+        return alpha
+    gamma = math.log(1 / alpha) / math.log(p / q)
+    return p**gamma * alpha * num_update**gamma / max_update**gamma
+
+
+def _notebook_micro_batch_loss(outputs, labels, teacher, row, num_update, epoch0):
+    """One micro-batch's loss as the notebook backpropagates it, restated in float64 from its cells.
+
+    outputs [K, B, C]; Intra*: CrossEntropyLoss(label_smoothing) over the K·B rows (cell 6 lines
+    24-33) + adaptive alpha * X_loss (cell 6 lines 1-12: per pass, (p - m)(log p - log m) summed
+    over the batch and classes, then / K); students add weight * teacher_loss_fn (cell 8 lines 3-6:
+    -mean over K·B of sum_c softmax(t) log softmax(o)) while epoch < 75 (cell 9 lines 28-31); the
+    sum is divided by iter_batch (cell 9 line 32) except in the classic students (cell 8 line 29).
+    """
+    smoothing, passes, weight, divided = NOTEBOOK_ROWS[row]
+    classes = outputs.shape[-1]
+    log_q = torch.log(torch.softmax(outputs, -1))
+    rows, targets = log_q.reshape(-1, classes), labels.repeat(outputs.shape[0])
+    nll = -rows[torch.arange(len(targets)), targets]
+    likelihood = ((1 - smoothing) * nll + smoothing / classes * -rows.sum(-1)).mean()
+    loss = likelihood
+    if passes > 1:
+        probs = torch.softmax(outputs, -1)
+        m = probs.sum(0) / probs.shape[0]
+        x_loss = sum(((l - m) * (torch.log(l) - torch.log(m))).sum() for l in probs) / probs.shape[0]
+        loss = loss + _notebook_alpha(num_update) * x_loss
+    if weight is not None and epoch0 < 75:
+        teacher_probs = torch.softmax(teacher, -1)
+        loss = loss + weight * -torch.mean(torch.sum(teacher_probs * log_q, -1))
+    return loss / ITER_BATCH if divided else loss
+
+
+@pytest.mark.parametrize("row", sorted(NOTEBOOK_ROWS))
+@pytest.mark.parametrize(("num_update", "epoch0"), [(37, 0), (700, 14), (3990, 79)])
+def test_paper_recipe_objective_equals_the_notebooks_on_fixed_logits(row, num_update, epoch0):
+    from user_dir.trainers.vision import effective_settings, step_objective, teacher_in_epoch
+
+    config, settings = _recipe(row)
+    generator = torch.Generator().manual_seed(7)
+    passes = NOTEBOOK_ROWS[row][1]
+    fixed = (3 * torch.randn(passes, 4, NOTEBOOK_CLASSES, generator=generator, dtype=torch.float64))
+    labels = torch.randint(0, NOTEBOOK_CLASSES, (4,), generator=generator)
+    teacher = 3 * torch.randn(4, NOTEBOOK_CLASSES, generator=generator, dtype=torch.float64)
+
+    ours_logits = fixed.clone().requires_grad_(True)
+    pass_outputs = iter(ours_logits)
+    epoch = epoch0 + 1
+    use_teacher = settings.teacher is not None and teacher_in_epoch(epoch, config.kd_epochs)
+    update = num_update - 1 + config.first_update  # the trainer's step counts from 0
+    terms = step_objective(lambda images: next(pass_outputs), effective_settings(
+        settings, config.label_smoothing_style, NOTEBOOK_CLASSES), torch.zeros(4), labels, update,
+        config.epochs * 3000 // config.batch_size, teacher if use_teacher else None, config.teacher_weight)
+    nominal = config.batch_size // config.micro_batch_size if config.micro_batch_reduction == "mean" else 1
+    ours = terms["loss"] / nominal
+    ours.backward()
+
+    theirs_logits = fixed.clone().requires_grad_(True)
+    theirs = _notebook_micro_batch_loss(theirs_logits, labels, teacher, row, num_update, epoch0)
+    theirs.backward()
+    # Ours is KL(teacher || student), theirs the cross-entropy: they differ by the teacher's entropy,
+    # a constant without gradient, added here to compare the values.
+    if use_teacher:
+        teacher_log_probs = torch.log_softmax(teacher, -1)
+        entropy = -(teacher_log_probs.exp() * teacher_log_probs).sum(-1).mean()
+        ours = ours + config.teacher_weight * entropy / nominal
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
+    torch.testing.assert_close(ours_logits.grad, theirs_logits.grad, rtol=1e-6, atol=1e-12)
+    assert use_teacher == (NOTEBOOK_ROWS[row][2] is not None and epoch0 < 75)
+
+
+def test_paper_recipe_accumulates_micro_batches_of_4_into_updates_of_60_as_the_notebooks():
+    from user_dir.trainers.vision import effective_settings, training_step
+
+    for row in ("intra-sd-ls", "sd"):
+        config, settings = _recipe(row)
+        settings = effective_settings(settings, config.label_smoothing_style, NOTEBOOK_CLASSES)
+        generator = torch.Generator().manual_seed(3)
+        images = torch.randn(config.batch_size, 6, generator=generator, dtype=torch.float64)
+        labels = torch.randint(0, NOTEBOOK_CLASSES, (config.batch_size,), generator=generator)
+        linear = torch.nn.Linear(6, NOTEBOOK_CLASSES, bias=False).double()
+        model = torch.nn.Sequential(torch.nn.Dropout(0.1), linear).train()
+        teacher = torch.nn.Linear(6, NOTEBOOK_CLASSES, bias=False).double().eval()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        torch.manual_seed(11)
+        training_step(model, optimizer, settings, images, labels, 36 + config.first_update, 4000, 0.0, teacher,
+                      config.micro_batch_size, config.micro_batch_reduction, config.teacher_weight)  # fmt: skip
+        ours = linear.weight.grad.clone()
+
+        linear.weight.grad = None
+        torch.manual_seed(11)  # the same dropout masks, drawn in the same order: K passes per micro-batch
+        for start in range(0, config.batch_size, 4):  # IntraSmooth.ipynb cell 9 lines 18-32
+            chunk = images[start : start + 4]
+            outputs = torch.stack([model(chunk) for _ in range(NOTEBOOK_ROWS[row][1])])
+            with torch.no_grad():
+                teacher_logits = teacher(chunk)
+            _notebook_micro_batch_loss(outputs, labels[start : start + 4], teacher_logits, row, 37, 0).backward()
+        torch.testing.assert_close(ours, linear.weight.grad, rtol=1e-6, atol=1e-12)
+
+
+def test_paper_recipe_lr_schedule_is_the_notebooks_at_every_update():
+    from user_dir.trainers.vision import learning_rate
+
+    for row in NOTEBOOK_ROWS:
+        config, _ = _recipe(row)
+        for step in (0, 1, 24, 48, 49, 50, 51, 200, 1999, 3999):  # the trainer's step, from 0
+            num_update = step + 1  # the notebooks' num_update starts at 1 (IntraSmooth.ipynb cell 7 line 7)
+            # cell 7 lines 30-33: base_lr (2e-5) * num_update below 50, then 0.001 / sqrt(num_update - 49)
+            theirs = 0.00002 * num_update if num_update < 50 else 0.001 / np.sqrt(num_update - 49)
+            ours = learning_rate(config.lr_schedule, step + config.first_update, config.lr, config.warmup_init_lr,
+                                 config.warmup_steps)  # fmt: skip
+            assert ours == pytest.approx(theirs, rel=1e-12), (row, step)
+        # 80 epochs of 3,000 images in updates of 60: N = 4000 updates (IntraSmooth.ipynb cell 3 line 5)
+        assert config.epochs * 3000 // config.batch_size == 4000
+
+
+def test_paper_recipe_drops_the_teacher_term_from_the_notebooks_epoch_75():
+    from user_dir.trainers.vision import teacher_in_epoch
+
+    for row in ("sd", "sd-ls", "intra-sd", "intra-sd-ls"):
+        config, settings = _recipe(row)
+        assert settings.teacher is not None
+        for epoch0 in range(config.epochs):  # `for epoch in range(epochs)`, `if epoch >= 75: loss = intrinsic_loss`
+            assert teacher_in_epoch(epoch0 + 1, config.kd_epochs) == (epoch0 < 75), (row, epoch0)
+
+
+def test_reproduction_resnet50_has_dropout_after_every_relu_and_no_classifier_bias():
+    import torchvision
+
+    from user_dir.trainers.vision import build_model
+
+    config, _ = _recipe("intra")
+    model = build_model(config.arch, NOTEBOOK_CLASSES, config.dropout, config.dropout_placement, config.fc_bias)
+    reference = torchvision.models.resnet50(weights=None)  # nothing downloaded
+    assert set(model.state_dict()) == set(reference.state_dict()) - {"fc.bias"} and model.fc.bias is None
+    wrapped = [m for m in model.modules() if isinstance(m, torch.nn.Sequential) and len(m) == 2
+               and isinstance(m[0], torch.nn.ReLU)]  # fmt: skip
+    assert len(wrapped) == 1 + 16  # the stem's relu and each of the 16 bottlenecks' relu
+    assert all(isinstance(m[1], torch.nn.Dropout) and m[1].p == 0.1 for m in wrapped)
+    relu_calls, dropout_calls = [], []
+    for module in model.modules():
+        if isinstance(module, torch.nn.ReLU):
+            module.register_forward_hook(lambda *_: relu_calls.append(1))
+        if isinstance(module, torch.nn.Dropout):
+            module.register_forward_hook(lambda *_: dropout_calls.append(1))
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, 32, 32))
+    assert len(relu_calls) == len(dropout_calls) == 1 + 16 * 3  # a bottleneck applies its relu three times
+    assert config.pretrained_weights == "ResNet50_Weights.IMAGENET1K_V1"
+
+
+def test_pretrained_weights_by_name_are_read_from_the_torch_hub_cache(tmp_path, monkeypatch):
+    import torchvision
+
+    from user_dir.trainers.vision import build_model, load_pretrained_weights, pretrained_weights_file
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    cached = tmp_path / "checkpoints" / Path(url).name
+    cached.parent.mkdir()
+    saved = torchvision.models.resnet18(weights=None).state_dict()  # 1000 classes, biased fc
+    torch.save(saved, cached)
+    assert pretrained_weights_file("ResNet18_Weights.IMAGENET1K_V1", "resnet18") == cached
+    assert pretrained_weights_file("IMAGENET1K_V1", "resnet18") == cached
+    model = build_model("resnet18", NOTEBOOK_CLASSES, 0.1, "relu", fc_bias=False)
+    assert load_pretrained_weights(model, cached) == ["fc.weight"]
+    assert torch.equal(model.conv1.weight, saved["conv1.weight"])
+    with pytest.raises(UserError, match="ResNet18_Weights.IMAGENET1K_V1"):
+        pretrained_weights_file("ResNet50_Weights.IMAGENET1K_V1", "resnet18")
+
+
+def test_random_split_holdout_is_torchs_random_split_of_trainval():
+    from torch.utils.data import random_split
+
+    from user_dir.trainers.vision_data import Holdout
+
+    labels = [i % 37 for i in range(3680)]  # Pet's trainval: 3,680 images
+    train_part, val_part = random_split(range(3680), [3000, 680], generator=torch.Generator().manual_seed(42))
+    kept, held_out = Holdout("random-split", 680, 42).split(labels)  # IntraSmooth.ipynb cell 4 line 4
+    assert kept == sorted(train_part.indices) and held_out == sorted(val_part.indices)
+    config, _ = _recipe("baseline")
+    assert (config.val_split, config.val_size, config.val_split_seed) == ("random-split", 680, 42)
+    with pytest.raises(UserError, match="fixed validation split"):
+        load_image_data("digits", Holdout("random-split", 10, 42))

@@ -446,6 +446,11 @@ def analysis_command(out: Path, arch: str, data: ImageData, image_size: int, dat
     return f"analyze-sensitivity {out / 'model.pt'} {model} {batches} --out {out / 'sensitivity'}{note}"
 
 
+def teacher_in_epoch(epoch: int, kd_epochs: Optional[int]) -> bool:
+    """Whether epoch ``epoch`` (counted from 1) uses the teacher term: all do, or the first ``kd_epochs``."""
+    return kd_epochs is None or epoch <= kd_epochs
+
+
 def effective_settings(settings: DistillationSettings, style: str, num_classes: int) -> DistillationSettings:
     """``settings`` with ε in user_dir.losses' (fairseq's) convention, whatever ``--label-smoothing-style`` says.
 
@@ -617,7 +622,7 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
         seen = 0
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, unit="batch",
                    disable=None if progress is None else not progress)  # fmt: skip
-        epoch_teacher = teacher if config.kd_epochs is None or epoch <= config.kd_epochs else None
+        epoch_teacher = teacher if teacher_in_epoch(epoch, config.kd_epochs) else None
         for images, labels in bar:
             if step >= total_steps:
                 break
