@@ -800,10 +800,14 @@ def grid_report(config: VisionConfig, grid: GridSettings, records: Sequence[Dict
     lines = [
         f"# Vision grid: {arch} on {data.description}",
         "",
-        f"Recipe: AdamW (weight decay {config.weight_decay}), batch {config.batch_size}, lr {config.lr} "
-        f"(linear warm-up from {config.warmup_init_lr} over {config.warmup_steps} updates, then inverse square root), "
-        f"{config.epochs} epochs" + (f" (at most {config.max_steps} updates)" if config.max_steps else "")
-        + f", dropout {config.dropout} before the classifier; model of the lowest validation NLL, scored on "
+        f"Recipe: AdamW (weight decay {config.weight_decay}), batch {config.batch_size}"
+        + (f" in micro-batches of {config.micro_batch_size}" if config.micro_batch_size else "")
+        + f", lr {config.lr} (warm-up from {config.warmup_init_lr} over {config.warmup_steps} updates, then "
+        f"{config.lr_schedule}), {config.epochs} epochs"
+        + (f" (at most {config.max_steps} updates)" if config.max_steps else "")
+        + f", dropout {config.dropout} "
+        + ("before the classifier" if config.dropout_placement == "fc" else "after every ReLU")
+        + "; model of the lowest validation NLL, scored on "
         f"{records[0]['test_split'] if records else 'test'}.",
         f"Intra-distillation: K = {grid.passes}, α = {grid.alpha}, adaptive (p = {grid.alpha_p}, q = {grid.alpha_q}), "
         f"X-divergence. Label smoothing ε = {grid.label_smoothing}. Self-distillation: β = {grid.kd_weight}, "
