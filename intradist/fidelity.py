@@ -117,6 +117,19 @@ def config_files_of(recipe: Recipe, setting: Setting) -> Tuple[str, ...]:
     return setting.configs or recipe.configs
 
 
+def config_value(values: Dict[str, Any], key: str) -> Tuple[bool, Any]:
+    """(present, value) of ``key`` in a config file; a dotted key (``optimization.lr``) that is not a
+    flat key walks nested mappings, as fairseq's Hydra configs nest their groups."""
+    if key in values:
+        return True, values[key]
+    node: Any = values
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
 def problems(recipes: List[Recipe], root: Path = ROOT) -> List[str]:
     """Every way the ledger disagrees with the config files and the tests (empty: it holds)."""
     found = []
@@ -129,10 +142,11 @@ def problems(recipes: List[Recipe], root: Path = ROOT) -> List[str]:
             if setting.key:
                 for config in config_files_of(recipe, setting):
                     values = yaml.safe_load((root / config).read_text(encoding="utf-8"))
-                    if setting.key not in values:
+                    present, value = config_value(values, setting.key)
+                    if not present:
                         found.append(f"{where}: {config} has no key {setting.key!r}")
-                    elif not same_value(values[setting.key], setting.ours):
-                        found.append(f"{where}: {config} says {setting.key}: {values[setting.key]!r}, "
+                    elif not same_value(value, setting.ours):
+                        found.append(f"{where}: {config} says {setting.key}: {value!r}, "
                                      f"the ledger says {setting.ours!r}")  # fmt: skip
             if setting.test:
                 test_file, _, test_name = setting.test.partition("::")

@@ -26,7 +26,7 @@ import json
 import os
 import shlex
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -35,16 +35,17 @@ import click
 from intradist.errors import UserError
 from intradist.provenance import data_checksums, git_commit, package_versions
 from intradist.fairseq_runs import USER_DIR, train, transformer_args
-from intradist.iwslt14 import SOURCE_LANGS
+from intradist.iwslt14 import SOURCE_LANGS, paper_data
 from intradist.paths import REPO_ROOT, corpus_dir
-from intradist.translation import PrepareConfig, prepare, translate_and_score
+from intradist.translation import prepare, translate_and_score
 
 METHODS = ("baseline", "intra", "kd", "self-distill")
 DATA_ROOT = REPO_ROOT / "data-bin" / "iwslt14"
 CHECKPOINT_ROOT = REPO_ROOT / "checkpoints" / "iwslt14"
 
-#: The smoke mode's data and model: seconds on a CPU, same commands as the real recipe.
-SMOKE_DATA = PrepareConfig(vocab_size=300, max_train_lines=2000, max_test_lines=30)
+#: The smoke mode's data and model: seconds on a CPU, same commands as the real recipe (the data
+#: prepared the authors' way: sentencepiece on every split, its vocabulary as the dictionary).
+SMOKE_DATA = replace(paper_data("de", vocab_size=300), max_train_lines=2000, max_test_lines=30)
 SMOKE_MODEL = transformer_args(layers=1, embed_dim=32, ffn_dim=64, heads=2)
 
 

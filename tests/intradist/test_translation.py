@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import json
+import subprocess
 
 import pytest
 
+from intradist import translation
 from intradist.errors import UserError
 from intradist.paths import DATA_ENV_VAR, corpus_dir, data_root
 from intradist.translation import PrepareConfig, detokenized_hypotheses, prepare, read_lines
@@ -68,3 +71,25 @@ def test_prepare_reports_an_impossible_vocabulary_and_cleans_up(tmp_path):
 def test_detokenized_hypotheses_are_in_corpus_order_and_keep_empty_ones():
     output = "S-1\tquelle\nD-1\t-0.5\tsecond one\nH-0\t-1\tx\nD-0\t-1.25\tfirst\nD-2\t-3\t\n"
     assert detokenized_hypotheses(output) == ["first", "second one", ""]
+
+
+def test_generation_decodes_as_the_authors_inference_sh(tmp_path, monkeypatch):
+    """Machine_Translation/scripts/inference.sh:12-19 (fe1ixxu/Intra-Distillation): beam 5, length
+    penalty 1, sentencepiece removed, the detokenized hypotheses scored by sacreBLEU's defaults
+    against the lowercased, untokenized references."""
+    (tmp_path / "prepare.json").write_text(json.dumps({"target_lang": "en"}))
+    (tmp_path / "ref.test.en").write_text("the cat sat on the mat .\nhello world\n")
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        out = "S-1\tx\nD-1\t-0.1\thello world\nD-0\t-0.2\tthe cat sat on the mat .\n"
+        return subprocess.CompletedProcess(command, 0, stdout=out, stderr="")
+
+    monkeypatch.setattr(translation.subprocess, "run", fake_run)
+    scored = translation.translate_and_score(tmp_path, tmp_path / "checkpoint_best.pt", cpu=True)
+    (command,) = commands
+    flag = {name: command[command.index(name) + 1] for name in ("--beam", "--lenpen", "--remove-bpe", "--gen-subset")}
+    assert flag == {"--beam": "5", "--lenpen": "1", "--remove-bpe": "sentencepiece", "--gen-subset": "test"}
+    assert scored["hypotheses"] == ["the cat sat on the mat .", "hello world"]
+    assert scored["bleu"] == pytest.approx(100.0) and "tok:13a" in scored["signature"] and "case:mixed" in scored["signature"]

@@ -28,7 +28,7 @@ def test_each_method_selects_its_criterion_with_the_papers_defaults():
     assert _flag(_recipe("baseline").criterion_args(), "--criterion") == "label_smoothed_cross_entropy"
     intra = _recipe("intra").criterion_args()
     # The paper's setting for IWSLT'14: K = 3, alpha = 5, adaptive schedule with p = 5, q = 10.
-    assert (_flag(intra, "--task"), _flag(intra, "--criterion")) == ("translation_intra_distillation", "intra_distillation")
+    assert (_flag(intra, "--task"), _flag(intra, "--criterion")) == ("translation", "intra_distillation")
     assert [_flag(intra, f) for f in ("--num-passes", "--alpha", "--adaptive-alpha", "--alpha-p", "--alpha-q")] == [
         "3", "5.0", "1", "5.0", "10.0"]  # fmt: skip
     assert _flag(_recipe("kd").criterion_args(), "--criterion") == "label_smoothed_kd"
@@ -38,6 +38,21 @@ def test_each_method_selects_its_criterion_with_the_papers_defaults():
     assert [_flag(full, f) for f in ("--lr", "--warmup-updates", "--max-update", "--max-tokens", "--dropout",
                                      "--attention-dropout", "--weight-decay", "--label-smoothing", "--adam-betas")] == [
         "0.0005", "8000", "50000", "4096", "0.3", "0.1", "0.0001", "0.1", "(0.9, 0.98)"]  # fmt: skip
+
+
+def test_the_recipe_carries_the_authors_train_sh_settings():
+    """Machine_Translation/scripts/train.sh (fe1ixxu/Intra-Distillation 6304a78) lines 144-153, flag by flag."""
+    on_gpu = _recipe("intra", fp16=True).fairseq_args()
+    expected = {"--max-source-positions": "512", "--max-target-positions": "512", "--patience": "40",
+                "--fp16-init-scale": "16", "--ddp-backend": "no_c10d", "--seed": "1", "--update-freq": "1",
+                "--keep-interval-updates": "1", "--log-interval": "100", "--adam-eps": "1e-06",
+                "--lr-scheduler": "inverse_sqrt", "--optimizer": "adam",
+                # not in train.sh: fairseq's default, which the authors therefore trained with
+                "--required-batch-size-multiple": "8"}  # fmt: skip
+    assert {flag: _flag(on_gpu, flag) for flag in expected} == expected
+    assert {"--fp16", "--no-epoch-checkpoints", "--skip-invalid-size-inputs-valid-test"} <= set(on_gpu)
+    on_cpu = _recipe("intra", cpu=True).fairseq_args()
+    assert "--fp16" not in on_cpu and "--fp16-init-scale" not in on_cpu and "--cpu" in on_cpu
 
 
 def _script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -82,6 +97,8 @@ def test_environment_variables_override_defaults_and_flags_override_both(tmp_pat
     assert (recipe["lr"], recipe["seed"]) == (0.003, 8)
     command = (tmp_path / "checkpoints" / "baseline-seed8" / "command.txt").read_text().split()
     assert (_flag(command, "--lr"), _flag(command, "--seed"), _flag(command, "--clip-norm")) == ("0.003", "8", "0.5")
+    # the smoke mode batches in multiples of 1: fairseq 0.12 would drop a last batch of another size
+    assert _flag(command, "--required-batch-size-multiple") == "1"
     provenance = json.loads((tmp_path / "checkpoints" / "baseline-seed8" / "provenance.json").read_text())
     data_bin = tmp_path / "data-bin"
     assert provenance["seed"] == 8 and provenance["git_commit"] and "fairseq-fixed" in provenance["versions"]

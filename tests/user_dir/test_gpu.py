@@ -21,7 +21,7 @@ ON_GPU = [flag for flag in TINY_MODEL if flag != "--cpu"]
 @pytest.mark.parametrize("strategy", ["sequential", "batch"])
 def test_intra_distillation_with_a_teacher_trains_in_half_precision(precision, strategy, tiny_data_bin,
                                                                     teacher_checkpoint, tmp_path):  # fmt: skip
-    flags = ["--task", "translation_intra_distillation", "--criterion", "intra_distillation", "--num-passes", "2",
+    flags = ["--task", "translation", "--criterion", "intra_distillation", "--num-passes", "2",
              "--pass-strategy", strategy, "--adaptive-alpha", "--teacher-path", str(teacher_checkpoint),
              precision, "--max-update", "8"]  # fmt: skip
     completed, log = run_fairseq_train(tiny_data_bin, tmp_path, flags, model_flags=ON_GPU)
