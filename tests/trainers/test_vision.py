@@ -332,6 +332,13 @@ def test_bad_input_is_one_line_with_exit_2(grid_run, digit_images, tmp_path):
     _one_line_error(run("--data", "digits", "--out", teacher), "exists")
     _one_line_error(run("--data", "digits", "--num-passes", "3", "--dropout", "0", "--out", tmp_path / "o7"),
                     "--dropout")  # fmt: skip
+    _one_line_error(run("--data", "digits", "--micro-batch-size", "7", "--out", tmp_path / "o8"),
+                    "--micro-batch-size 7", "--batch-size 60")  # fmt: skip
+    _one_line_error(run("--data", "digits", "--dropout-placement", "relu", "--out", tmp_path / "o9"),
+                    "--dropout-placement relu", "torchvision")  # fmt: skip
+    _one_line_error(run("--data", "digits", "--arch", "resnet18", "--pretrained-weights", "IMAGENET1K_V9",
+                        "--out", tmp_path / "o10"), "IMAGENET1K_V9", "ResNet18_Weights.IMAGENET1K_V1")  # fmt: skip
+    _one_line_error(run("--data", "digits", "--kd-epochs", "75", "--out", tmp_path / "o11"), "--kd-epochs", "--teacher")
     grid = CliRunner().invoke(grid_command, ["--seeds", "one", "--out", str(tmp_path / "g")])
     _one_line_error(grid, "--seeds")
     assert not any(tmp_path.glob("o*"))
