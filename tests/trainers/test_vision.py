@@ -353,8 +353,8 @@ def test_main_dispatches_grid_and_training(capsys):
 
 # ---------------------------------------------------------------------------------------------
 # The paper recipe (configs/vision/pet_*.yaml) against the reproduction study's notebooks
-# (yashmanne/intra-distillation at e314144; "NB cell N line M" counts the notebook's cells, markdown too, from 0 and lines
-# from 1 within the cell, as docs/fidelity/vision.yaml does).
+# (yashmanne/intra-distillation at e314144; "NB cell N line M" counts the notebook's cells, markdown
+# too, from 0 and lines from 1 within the cell, as docs/fidelity/vision.yaml does).
 
 PET_CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs" / "vision"
 NOTEBOOK_CLASSES = 37  # IntraSmooth.ipynb cell 3 line 6

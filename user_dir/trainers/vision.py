@@ -631,7 +631,8 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
             update = step + config.first_update
             lr = learning_rate(config.lr_schedule, update, config.lr, config.warmup_init_lr, config.warmup_steps)
             terms = training_step(model, optimizer, settings, images, labels, update, total_steps, lr, epoch_teacher,
-                                  config.micro_batch_size, config.micro_batch_reduction, config.teacher_weight)  # fmt: skip
+                                  config.micro_batch_size, config.micro_batch_reduction,
+                                  config.teacher_weight)  # fmt: skip
             step += 1
             for name in sums:
                 sums[name] += terms[name].item() * len(labels)

@@ -192,7 +192,8 @@ def _no_holdout(holdout: Holdout, source: str) -> None:
                         f"these flags choose the hold-out of CIFAR and Oxford-IIIT Pet")  # fmt: skip
 
 
-def _stratified_split(labels: Sequence[int], held_out: float | int, seed: int = SPLIT_SEED) -> Tuple[List[int], List[int]]:
+def _stratified_split(labels: Sequence[int], held_out: float | int,
+                      seed: int = SPLIT_SEED) -> Tuple[List[int], List[int]]:  # fmt: skip
     """Indices kept and held out, always the same (``random_state=seed``): stratified by label where
     every class has two examples and the held-out part can hold one of each, a plain random split otherwise."""
     from sklearn.model_selection import train_test_split
@@ -306,7 +307,8 @@ def _cifar_arrays(path: Path, label_key: str) -> Tuple[torch.Tensor, List[int]]:
 
 
 def load_cifar(root: Path, num_classes: int, holdout: Holdout = Holdout()) -> ImageData:
-    """CIFAR-10 (``data_batch_1`` … ``_5``, ``test_batch``) or CIFAR-100 (``train``, ``test``); ``holdout`` validates."""
+    """CIFAR-10 (``data_batch_1`` … ``_5``, ``test_batch``) or CIFAR-100 (``train``, ``test``);
+    ``holdout`` validates."""
     if num_classes == 10:
         train_files, test_file, label_key, meta_file, names_key = (
             [root / f"data_batch_{i}" for i in range(1, 6)], root / "test_batch", "labels", root / "batches.meta",
