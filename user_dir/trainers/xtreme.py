@@ -463,8 +463,8 @@ Examples:
 @click.option("--max-length", type=click.IntRange(min=8), default=None,
               help="Tokens per sequence [default: 128 for panx, 384 for tydiqa].")
 @click.option("--pad-to-max-length/--dynamic-padding", default=False, show_default=True,
-              help="Pad every batch to --max-length, as the authors' features (the PAN-X recipe: its "
-                   "divergence counts padding too), or to the longest row.")
+              help="Pad every batch (QA: every window) to --max-length, as the authors' features (the PAN-X "
+                   "and TyDiQA recipes: their losses count padding too), or to the longest row.")
 @click.option("--long-sentences", type=click.Choice(list(ner_data.LONG_SENTENCES)), default="truncate",
               show_default=True,
               help="NER: a sentence over --max-length is cut (its last words predicted O) or split into "
