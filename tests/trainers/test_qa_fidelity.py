@@ -119,7 +119,8 @@ def test_recipe_objective_equals_the_authors_loss_on_a_padded_batch(tokenizer, n
         mean_settings = DistillationSettings(**{**settings.__dict__, "intra_reduction": "mean"})
         outputs = iter(passes)
         mean = mean_settings.objective(forward=lambda: EXTRACTIVE_QA.logits(next(outputs)),
-                                       targets=EXTRACTIVE_QA.targets(batch), step=step, max_step=max_step)["loss"]  # fmt: skip
+                                       targets=EXTRACTIVE_QA.targets(batch), step=step,
+                                       max_step=max_step)["loss"]  # fmt: skip
         assert float(mean) < 0.5 * float(theirs)
 
 
@@ -231,8 +232,8 @@ def test_the_intra_recipe_file_runs_with_the_authors_windows_and_loss(tmp_path):
     from user_dir.trainers.hf import default_model
 
     out = tmp_path / "run"
-    args = ["--config", CONFIGS["intra"], "--model", default_model(), "--data-dir", FIXTURE.parents[2], "--out", out,
-            "--languages", "en", "--max-steps", "1", "--batch-size", "2", "--gradient-accumulation", "1",
+    args = ["--config", CONFIGS["intra"], "--model", default_model(), "--data-dir", FIXTURE.parents[2],
+            "--out", out, "--languages", "en", "--max-steps", "1", "--batch-size", "2", "--gradient-accumulation", "1",
             "--max-train-examples", "2", "--max-eval-examples", "2", "--logging-steps", "1", "--device", "cpu"]  # fmt: skip
     result = CliRunner().invoke(xtreme.main, [str(a) for a in args], catch_exceptions=False)
     assert result.exit_code == 0, result.output

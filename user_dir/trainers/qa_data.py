@@ -203,8 +203,8 @@ def _windows(
                 example_windows = windows.setdefault(members[sample], [])
                 row = {key: list(encoded[key][w]) for key in inputs}
                 start = len(example_windows) * (context_room - overlap)
-                example_windows.append(Window(first + members[sample], row, [tuple(o) for o in encoded["offset_mapping"][w]],
-                                              encoded.sequence_ids(w), start))  # fmt: skip
+                offsets = [tuple(o) for o in encoded["offset_mapping"][w]]
+                example_windows.append(Window(first + members[sample], row, offsets, encoded.sequence_ids(w), start))
         for i in range(len(chunk)):
             yield from windows[i]
 
