@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from intradist.errors import UserError
 from user_dir.trainers import ner_data, xtreme
 from user_dir.trainers.common import DistillationSettings
-from user_dir.trainers.hf import EXTRACTIVE_QA, TOKEN_CLASSIFICATION
+from user_dir.trainers.hf import EXTRACTIVE_QA, TOKEN_CLASSIFICATION, method_name
 
 torch.set_num_threads(1)
 
@@ -264,6 +264,20 @@ def test_the_panx_recipe_objective_is_the_authors_loss_on_a_padded_batch():
     # the generic default (a mean over labelled positions) is a different objective: the check can fail
     generic = xtreme.dataclasses.replace(settings, intra_reduction="mean", intra_positions="labelled")
     assert objective(generic) != pytest.approx(authors, rel=1e-3)
+
+
+def test_the_panx_baseline_is_the_authors_step_with_alpha_0_and_is_labelled_baseline():
+    """run_tag.py:190 always runs K passes: the baseline is their mean cross-entropy with alpha 0."""
+    settings = _recipe_settings(REPO / "configs" / "xtreme" / "panx_baseline.yaml")
+    labels = torch.tensor([[-100, 1, 0, -100], [-100, 2, -100, -100]])
+    mask = labels.ne(-100).long()
+    pass_logits = [torch.randn(2, 4, len(ner_data.PANX_LABELS)) for _ in range(settings.num_passes)]
+    outputs = iter(pass_logits)
+    ours = settings.objective(lambda: next(outputs), labels, step=5, max_step=100, ignore_index=-100)["loss"]
+    assert settings.num_passes == 3 and settings.alpha == 0.0
+    assert ours.item() == pytest.approx(_authors_loss(pass_logits, labels, mask, 0.0), rel=1e-6)
+    assert method_name(settings) == "baseline"
+    assert method_name(_recipe_settings(PANX_INTRA)) == "intra"
 
 
 def test_the_panx_recipe_alpha_schedule_is_the_authors():

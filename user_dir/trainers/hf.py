@@ -321,9 +321,11 @@ def resolve_device(device: str, fp16: Optional[bool]) -> Tuple[bool, bool]:
 def method_name(settings: DistillationSettings, teacher_config: Any = None, student_config: Any = None) -> str:
     """``baseline``, ``intra``, ``kd``, ``self-distill``, ``intra+kd`` or ``intra+self-distill``.
 
-    A teacher of the student's architecture makes it self-distillation, any other teacher KD.
+    A teacher of the student's architecture makes it self-distillation, any other teacher KD. K > 1
+    passes with alpha 0 train on the passes' mean cross-entropy only, as the authors' XTREME
+    baselines do (their scripts always take K passes): that is a baseline, not intra-distillation.
     """
-    parts = ["intra"] if settings.num_passes > 1 else []
+    parts = ["intra"] if settings.num_passes > 1 and settings.alpha > 0 else []
     if settings.teacher:
         same = all(getattr(teacher_config, name, None) == getattr(student_config, name, None)
                    for name in ARCHITECTURE_FIELDS)  # fmt: skip
