@@ -94,7 +94,8 @@ def prepare(corpus: Path, out: Path, config: PrepareConfig, workers: int = 2) ->
     training data) and ``prepare.json``.
     """
     if config.sentencepiece_input not in SENTENCEPIECE_INPUTS:
-        raise UserError(f"sentencepiece_input {config.sentencepiece_input!r}: choose from {', '.join(SENTENCEPIECE_INPUTS)}")
+        choices = ", ".join(SENTENCEPIECE_INPUTS)
+        raise UserError(f"sentencepiece_input {config.sentencepiece_input!r}: choose from {choices}")
     if config.dictionary not in DICTIONARIES:
         raise UserError(f"dictionary {config.dictionary!r}: choose from {', '.join(DICTIONARIES)}")
     marker = out / "prepare.json"

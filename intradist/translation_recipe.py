@@ -200,7 +200,8 @@ def _recipe_option(name: str, default, help_text: str, **kwargs):
 @_recipe_option("max-updates", 50000, "Training updates.")
 @_recipe_option("max-tokens", 4096, "Tokens per batch (per GPU).")
 @_recipe_option("update-freq", 1, "Gradient accumulation steps.")
-@_recipe_option("required-batch-size-multiple", 8, "Sentences per batch in multiples of this (fairseq's default; --smoke: 1).")
+@_recipe_option("required-batch-size-multiple", 8,
+                "Sentences per batch in multiples of this (fairseq's default; --smoke: 1).")  # fmt: skip
 @_recipe_option("max-positions", 512, "Longest source and target (tokens): longer training pairs are skipped.")
 @_recipe_option("patience", 40, "Stop after this many validations without a better validation loss (-1: never).")
 @_recipe_option("dropout", 0.3, "Dropout.")
