@@ -6,7 +6,7 @@ returns it with a loss function for one batch and what :mod:`analysis.batches` n
 batches the checkpoint's own way.
 
 Safety: every pickle (``.pt``, ``.pth``, ``.bin``) is read with ``torch.load(weights_only=True)``
-after :mod:`user_dir.checkpoint_safety` allow-listed the plain-data types fairseq stores;
+after :mod:`intradist.checkpoint_safety` allow-listed the plain-data types fairseq stores;
 ``.safetensors`` holds no code at all. A file whose unpickling needs any other global is refused
 unless the caller passes ``trust_checkpoint=True``. Nothing is downloaded.
 """
@@ -30,14 +30,11 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 import safetensors.torch
 import torch
 import torch.nn.functional as F
-from fairseq import checkpoint_utils, tasks
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf, overwrite_args_by_name
 from omegaconf import OmegaConf
 
-import user_dir  # noqa: F401  (registers our fairseq tasks and criterions, allow-lists fairseq's checkpoint types)
+from intradist.checkpoint_safety import allow_plain_checkpoint_types
 from intradist.errors import UserError
 from intradist.provenance import sha256_of
-from user_dir.checkpoint_safety import allow_fairseq_checkpoint_types
 
 FRAMEWORKS = ("fairseq", "transformers", "torchvision", "state_dict")
 
@@ -158,7 +155,7 @@ def _read_weights(path: Path, trust_checkpoint: bool) -> Tuple[Any, bool]:
 
 def _torch_load(path: Path, trust_checkpoint: bool) -> Tuple[Any, bool]:
     """``torch.load`` weights-only; with trust, falls back to full unpickling when the file needs it."""
-    allow_fairseq_checkpoint_types()
+    allow_plain_checkpoint_types()
     try:
         return torch.load(path, map_location="cpu", weights_only=True), False
     except pickle.UnpicklingError as error:
@@ -238,6 +235,9 @@ def _recorded_data(state: Mapping[str, Any]) -> Optional[str]:
 
 def _prepare_fairseq_state(state: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
     """What fairseq's ``load_checkpoint_to_cpu`` does after unpickling (we unpickle ourselves, weights-only)."""
+    from fairseq import checkpoint_utils
+    from fairseq.dataclass.utils import overwrite_args_by_name
+
     if state.get("args") is not None:
         for name, value in overrides.items():
             setattr(state["args"], name, value)
@@ -248,7 +248,15 @@ def _prepare_fairseq_state(state: Dict[str, Any], overrides: Dict[str, Any]) -> 
 
 
 def _load_fairseq(path: Path, state: Dict[str, Any], data: Optional[Union[str, Path]], seed: int) -> LoadedModel:
-    """Rebuild a fairseq model from its stored config, with the task (and dictionaries) of the data directory."""
+    """Rebuild a fairseq model from its stored config, with the task (and dictionaries) of the data directory.
+
+    fairseq is imported here, when a fairseq checkpoint is loaded, with the project's plugin
+    (``user_dir``: checkpoints of its task and criterions rebuild too).
+    """
+    import user_dir  # noqa: F401  (imports fairseq; registers the plugin's task and criterions)
+    from fairseq import checkpoint_utils, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
     recorded = _recorded_data(state)
     if data is None:
         if recorded is None or not Path(recorded).is_dir():

@@ -56,9 +56,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from intradist.errors import UserError  # noqa: E402
-from intradist.fairseq_runs import transformer_args  # noqa: E402
+from intradist.recipes.fairseq_runs import transformer_args  # noqa: E402
 from intradist.paths import corpus_dir  # noqa: E402
-from intradist.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare  # noqa: E402
+from intradist.prepare.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare  # noqa: E402
 
 TRAIN_INNER = re.compile(r"(?:\| train_inner \| |:train_inner:)(\{.*\})\s*$")
 KD_TARGET = 0.98

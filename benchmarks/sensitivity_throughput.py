@@ -44,9 +44,9 @@ def minilm(device: str, batches: int) -> Tuple[LoadedModel, list, int]:
 
 
 def fairseq_transformer(device: str, batches: int, workdir: Path) -> Tuple[LoadedModel, list, int]:
-    from intradist.fairseq_runs import USER_DIR, environment, transformer_args
+    from intradist.recipes.fairseq_runs import USER_DIR, environment, transformer_args
     from intradist.paths import corpus_dir
-    from intradist.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare
+    from intradist.prepare.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare
 
     data_bin = prepare(corpus_dir("multi30k"), workdir / "data-bin", PrepareConfig(vocab_size=1000, max_train_lines=3000))
     command = [sys.executable, "-m", "fairseq_cli.train", str(data_bin), "--user-dir", str(USER_DIR),

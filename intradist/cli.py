@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import click
 
-from intradist.errors import UserError
-from intradist.fairseq_runs import USER_DIR
-from intradist.multi30k import multi30k_corpus
-from intradist.translation import PrepareConfig, prepare, translate_and_score
-
-
-def fail(command: str, error: UserError) -> None:
-    """Print a user mistake as one line and exit 2."""
-    click.echo(f"{command}: {error}", err=True)
-    sys.exit(2)
+from intradist.errors import UserError, fail
+from intradist.recipes.fairseq_runs import USER_DIR
+from intradist.prepare.multi30k import multi30k_corpus
+from intradist.prepare.translation import PrepareConfig, prepare, translate_and_score
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

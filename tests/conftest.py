@@ -9,9 +9,9 @@ from typing import List, Sequence
 
 import pytest
 
-from intradist.fairseq_runs import NO_PREFETCH_THREAD, USER_DIR, TrainingLog, environment, transformer_args
+from intradist.recipes.fairseq_runs import NO_PREFETCH_THREAD, USER_DIR, TrainingLog, environment, transformer_args
 from intradist.paths import corpus_dir
-from intradist.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare
+from intradist.prepare.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare
 
 #: A transformer small enough that a few dozen CPU updates take seconds.
 TINY_MODEL = [

@@ -3,11 +3,14 @@
 Importing the package (fairseq does so for ``--user-dir``) registers the criterions
 ``intra_distillation``, ``label_smoothed_kd`` and ``self_distillation``, the task
 ``translation_intra_distillation``, and allow-lists the few safe types a fairseq checkpoint
-stores so that torch's weights-only loading accepts it. The loss math itself lives in
-:mod:`user_dir.losses`, which imports nothing but torch.
+stores so that torch's weights-only loading accepts it. Inside a fairseq command
+(``fairseq-train``, ``fairseq-generate``, ...) it also makes a bad criterion flag one line and
+exit code 2; imported from other code (the analysis loading a fairseq checkpoint) it installs
+nothing process-wide. The loss math lives in :mod:`intradist.losses`, which imports only torch.
 """
 
 import logging
+import sys
 import warnings
 
 
@@ -39,4 +42,5 @@ allow_fairseq_checkpoint_types()
 from user_dir import criterions, tasks  # noqa: E402,F401  (registration side effects)
 from user_dir.criterions.common import report_configuration_errors_in_one_line  # noqa: E402
 
-report_configuration_errors_in_one_line()
+if "fairseq_cli" in sys.modules:  # a fairseq command line is running and imports us through --user-dir
+    report_configuration_errors_in_one_line()

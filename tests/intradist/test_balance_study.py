@@ -7,8 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from intradist import balance_study
-from intradist.balance_study import StudyModel, check_claims
+from intradist.studies import balance as balance_study
+from intradist.studies.balance import StudyModel, check_claims
 
 
 def _model(label, kind, round_number):

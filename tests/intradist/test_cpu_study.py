@@ -6,8 +6,8 @@ import struct
 
 from click.testing import CliRunner
 
-from intradist.cpu_study import main, nearest_in_time, study_runs, tokens_until, wall_seconds_at
-from intradist.fairseq_runs import TrainingLog
+from intradist.studies.cpu_study import main, nearest_in_time, study_runs, tokens_until, wall_seconds_at
+from intradist.recipes.fairseq_runs import TrainingLog
 from intradist.results import read_jsonl
 
 

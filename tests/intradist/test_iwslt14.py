@@ -11,10 +11,10 @@ import urllib.request
 import pytest
 from click.testing import CliRunner
 
-import intradist.iwslt14 as iwslt14
+import intradist.prepare.iwslt14 as iwslt14
 from intradist.errors import UserError
 from intradist.downloads import download
-from intradist.iwslt14 import (
+from intradist.prepare.iwslt14 import (
     clean_pairs,
     extract_pair,
     lowercase_detokenize,
@@ -23,7 +23,7 @@ from intradist.iwslt14 import (
     strip_meta,
     verified_sha256,
 )
-from intradist.translation import read_lines
+from intradist.prepare.translation import read_lines
 
 
 def talk(lang: str) -> list:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from intradist.cli import prepare_translation
 from intradist.errors import UserError
-from intradist.multi30k import FILES, SOURCE, fetch, multi30k_corpus, text_sha256
+from intradist.prepare.multi30k import FILES, SOURCE, fetch, multi30k_corpus, text_sha256
 from intradist.paths import REPO_ROOT, corpus_dir
 
 

@@ -11,7 +11,7 @@ import re
 from click.testing import CliRunner
 from PIL import Image
 
-from intradist.quickstart import main
+from intradist.studies.quickstart import main
 
 
 def test_quickstart_tiny_budget_writes_both_methods_with_bleu(tmp_path):

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from intradist.self_distill import main
+from intradist.recipes.self_distill import main
 
 SMALL = ["--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
          "--decoder-ffn-embed-dim", "64", "--encoder-layers", "1", "--decoder-layers", "1"]  # fmt: skip

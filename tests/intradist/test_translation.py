@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from intradist import translation
+from intradist.prepare import translation
 from intradist.errors import UserError
 from intradist.paths import DATA_ENV_VAR, corpus_dir, data_root
-from intradist.translation import PrepareConfig, detokenized_hypotheses, prepare, read_lines
+from intradist.prepare.translation import PrepareConfig, detokenized_hypotheses, prepare, read_lines
 
 
 def write_corpus(folder, pairs=40):

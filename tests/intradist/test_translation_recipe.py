@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from intradist.paths import REPO_ROOT
 from intradist.results import read_jsonl
-from intradist.translation_recipe import Recipe, evaluate_main, main
+from intradist.recipes.translation import Recipe, evaluate_main, main
 
 
 def _recipe(method: str, **overrides) -> Recipe:

@@ -13,9 +13,9 @@ import zipfile
 import pytest
 from click.testing import CliRunner
 
-import intradist.xtreme as xtreme
+import intradist.prepare.xtreme as xtreme
 from intradist.errors import UserError
-from intradist.xtreme import TYDIQA_LANGUAGES, main, parse_panx
+from intradist.prepare.xtreme import TYDIQA_LANGUAGES, main, parse_panx
 
 #: lang -> split -> raw PAN-X text (``lang:token<TAB>TAG``, blank line between sentences, none at the end).
 PANX = {
@@ -159,7 +159,7 @@ def test_prepares_both_tasks_in_the_contract_layout(archives, tmp_path):
     assert lock["tydiqa-goldp-v1.1-dev.tgz"] == xtreme.sha256_of(archives / "tydiqa-goldp-v1.1-dev.tgz")
     assert lock["panx_dataset/en.tar.gz"] == manifest["panx"]["sources"]["panx_dataset/en.tar.gz"]["sha256"]
     # what train-xtreme reads
-    from user_dir.trainers import ner_data, qa_data
+    from intradist.trainers import ner_data, qa_data
 
     assert len(ner_data.read_conll(out / "panx" / "en" / "train.tsv")) == 2
     assert [example.id for example in qa_data.read_squad(out / "tydiqa" / "en" / "train.json")] == [

@@ -10,7 +10,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from user_dir.trainers import glue, vision, xtreme
+from intradist.trainers import glue, vision, xtreme
 
 torch.set_num_threads(1)
 

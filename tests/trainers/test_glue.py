@@ -1,4 +1,4 @@
-"""Tests of ``train-glue`` (user_dir/trainers/glue.py, glue_tasks.py) on the real MiniLM and the real RTE sample.
+"""Tests of ``train-glue`` (intradist/trainers/glue.py, glue_tasks.py) on the real MiniLM and the real RTE sample.
 
 Fine-tuning runs are short (a few dozen CPU updates, max length 64) and share one module-scoped
 baseline and one intra-distillation run. Metric values are worked out by hand in the comments,
@@ -20,9 +20,9 @@ from click.testing import CliRunner
 from intradist.errors import UserError
 from intradist.paths import corpus_dir
 from intradist.results import read_run_records
-from user_dir import losses
-from user_dir.trainers import glue
-from user_dir.trainers.glue_tasks import (
+from intradist import losses
+from intradist.trainers import glue
+from intradist.trainers.glue_tasks import (
     TASKS,
     f1,
     get_task,

@@ -1,4 +1,4 @@
-"""Tests of the extractive QA data side (user_dir/trainers/qa_data.py) with the real MiniLM tokenizer.
+"""Tests of the extractive QA data side (intradist/trainers/qa_data.py) with the real MiniLM tokenizer.
 
 Metric values are worked out by hand in the comments (the official SQuAD v1.1 definitions), not by
 calling the implementation twice. Feature tests check the windows against facts the test derives
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from intradist.errors import UserError
-from user_dir.trainers.qa_data import (
+from intradist.trainers.qa_data import (
     QAExample,
     best_answers,
     eval_features,

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from user_dir.trainers.common import DistillationSettings
-from user_dir.trainers.hf import EXTRACTIVE_QA
-from user_dir.trainers.qa_data import QAExample, best_answers, eval_features, max_context, read_squad, train_features
+from intradist.trainers.settings import DistillationSettings
+from intradist.trainers.hf import EXTRACTIVE_QA
+from intradist.trainers.qa_data import QAExample, best_answers, eval_features, max_context, read_squad, train_features
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {name: ROOT / "configs" / "xtreme" / f"tydiqa_{name}.yaml" for name in ("baseline", "intra")}
@@ -228,8 +228,8 @@ def test_the_intra_recipe_file_runs_with_the_authors_windows_and_loss(tmp_path):
 
     from click.testing import CliRunner
 
-    from user_dir.trainers import xtreme
-    from user_dir.trainers.hf import default_model
+    from intradist.trainers import xtreme
+    from intradist.trainers.hf import default_model
 
     out = tmp_path / "run"
     args = ["--config", CONFIGS["intra"], "--model", default_model(), "--data-dir", FIXTURE.parents[2],

@@ -17,16 +17,16 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import user_dir.losses
+import intradist.losses
 from analysis.batches import BatchOptions, make_batches
 from analysis.loading import load_checkpoint
 from intradist.errors import UserError
-from user_dir.trainers.common import DistillationSettings
-from user_dir.trainers.vision import (
+from intradist.trainers.settings import DistillationSettings
+from intradist.trainers.vision import (
     GRID, GridSettings, VisionConfig, grid_command, inverse_sqrt_lr, main, resnet20, run_grid, train,
     train_command,
 )  # fmt: skip
-from user_dir.trainers.vision_data import load_digits, load_image_data, read_cifar_pickle
+from intradist.trainers.vision_data import load_digits, load_image_data, read_cifar_pickle
 
 #: 3 epochs of 18 updates put every grid cell at 67-78 % test accuracy (measured); chance is 10 %.
 GRID_EPOCHS = 3
@@ -134,10 +134,10 @@ def test_saved_model_loads_weights_only_and_in_analysis_through_the_factory(grid
     state = torch.load(path, weights_only=True)
     assert set(state) == set(resnet20().state_dict())
     metrics = json.loads((path.parent / "metrics.json").read_text())
-    assert "--model-factory user_dir.trainers.vision:resnet20" in metrics["analyze"]
+    assert "--model-factory intradist.trainers.vision:resnet20" in metrics["analyze"]
 
-    loaded = load_checkpoint(path, model_factory="user_dir.trainers.vision:resnet20")
-    batches = make_batches(loaded, BatchOptions(hook="user_dir.trainers.vision_data:digits_batches", batch_size=60))
+    loaded = load_checkpoint(path, model_factory="intradist.trainers.vision:resnet20")
+    batches = make_batches(loaded, BatchOptions(hook="intradist.trainers.vision_data:digits_batches", batch_size=60))
     assert sum(len(labels) for _, labels in batches) == 360
     with torch.no_grad():
         correct = sum((loaded.model(images).argmax(-1) == labels).sum().item() for images, labels in batches)
@@ -185,13 +185,13 @@ def test_warmup_then_inverse_sqrt_schedule_matches_hand_computed_values(grid_run
 
 def test_each_step_calls_the_one_divergence_of_user_dir_losses(tmp_path, monkeypatch):
     calls = []
-    original = user_dir.losses.intra_distillation_loss
+    original = intradist.losses.intra_distillation_loss
 
     def counting(logits, *args, **kwargs):
         calls.append(len(logits))
         return original(logits, *args, **kwargs)
 
-    monkeypatch.setattr(user_dir.losses, "intra_distillation_loss", counting)
+    monkeypatch.setattr(intradist.losses, "intra_distillation_loss", counting)
     metrics = train(VisionConfig(data="digits", out=tmp_path / "k2", max_steps=2),
                     DistillationSettings(num_passes=2, alpha=1.0), progress=False)  # fmt: skip
     assert metrics["steps_run"] == 2
@@ -375,8 +375,8 @@ NOTEBOOK_ROWS = {
 
 def _recipe(row: str):
     """The VisionConfig and DistillationSettings that train-vision builds from configs/vision/pet_ROW.yaml."""
-    from user_dir.trainers.common import settings_from
-    from user_dir.trainers.vision import _config
+    from intradist.trainers.settings import settings_from
+    from intradist.trainers.vision import _config
 
     ctx = train_command.make_context("train-vision", ["--config", str(PET_CONFIGS / f"pet_{row}.yaml")])
     options = dict(ctx.params)
@@ -424,7 +424,7 @@ def _notebook_micro_batch_loss(outputs, labels, teacher, row, num_update, epoch0
 @pytest.mark.parametrize("row", sorted(NOTEBOOK_ROWS))
 @pytest.mark.parametrize(("num_update", "epoch0"), [(37, 0), (700, 14), (3990, 79)])
 def test_paper_recipe_objective_equals_the_notebooks_on_fixed_logits(row, num_update, epoch0):
-    from user_dir.trainers.vision import effective_settings, step_objective, teacher_in_epoch
+    from intradist.trainers.vision import effective_settings, step_objective, teacher_in_epoch
 
     config, settings = _recipe(row)
     generator = torch.Generator().manual_seed(7)
@@ -460,7 +460,7 @@ def test_paper_recipe_objective_equals_the_notebooks_on_fixed_logits(row, num_up
 
 
 def test_paper_recipe_accumulates_micro_batches_of_4_into_updates_of_60_as_the_notebooks():
-    from user_dir.trainers.vision import effective_settings, training_step
+    from intradist.trainers.vision import effective_settings, training_step
 
     for row in ("intra-sd-ls", "sd"):
         config, settings = _recipe(row)
@@ -489,7 +489,7 @@ def test_paper_recipe_accumulates_micro_batches_of_4_into_updates_of_60_as_the_n
 
 
 def test_paper_recipe_lr_schedule_is_the_notebooks_at_every_update():
-    from user_dir.trainers.vision import learning_rate
+    from intradist.trainers.vision import learning_rate
 
     for row in NOTEBOOK_ROWS:
         config, _ = _recipe(row)
@@ -505,7 +505,7 @@ def test_paper_recipe_lr_schedule_is_the_notebooks_at_every_update():
 
 
 def test_paper_recipe_drops_the_teacher_term_from_the_notebooks_epoch_75():
-    from user_dir.trainers.vision import teacher_in_epoch
+    from intradist.trainers.vision import teacher_in_epoch
 
     for row in ("sd", "sd-ls", "intra-sd", "intra-sd-ls"):
         config, settings = _recipe(row)
@@ -517,7 +517,7 @@ def test_paper_recipe_drops_the_teacher_term_from_the_notebooks_epoch_75():
 def test_reproduction_resnet50_has_dropout_after_every_relu_and_no_classifier_bias():
     import torchvision
 
-    from user_dir.trainers.vision import build_model
+    from intradist.trainers.vision import build_model
 
     config, _ = _recipe("intra")
     model = build_model(config.arch, NOTEBOOK_CLASSES, config.dropout, config.dropout_placement, config.fc_bias)
@@ -542,7 +542,7 @@ def test_reproduction_resnet50_has_dropout_after_every_relu_and_no_classifier_bi
 def test_pretrained_weights_by_name_are_read_from_the_torch_hub_cache(tmp_path, monkeypatch):
     import torchvision
 
-    from user_dir.trainers.vision import build_model, load_pretrained_weights, pretrained_weights_file
+    from intradist.trainers.vision import build_model, load_pretrained_weights, pretrained_weights_file
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
@@ -562,7 +562,7 @@ def test_pretrained_weights_by_name_are_read_from_the_torch_hub_cache(tmp_path, 
 def test_random_split_holdout_is_torchs_random_split_of_trainval():
     from torch.utils.data import random_split
 
-    from user_dir.trainers.vision_data import Holdout
+    from intradist.trainers.vision_data import Holdout
 
     labels = [i % 37 for i in range(3680)]  # Pet's trainval: 3,680 images
     train_part, val_part = random_split(range(3680), [3000, 680], generator=torch.Generator().manual_seed(42))

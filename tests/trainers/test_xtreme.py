@@ -1,4 +1,4 @@
-"""Tests of ``train-xtreme`` (user_dir/trainers/xtreme.py, ner_data.py) on the real MiniLM and real-format fixtures.
+"""Tests of ``train-xtreme`` (intradist/trainers/xtreme.py, ner_data.py) on the real MiniLM and real-format fixtures.
 
 The fixtures (tests/fixtures/xtreme) are PAN-X-style CoNLL files for English (train/dev/test) and
 German (dev/test) and SQuAD-style TyDiQA files (English train/dev, German dev). Training runs are
@@ -19,9 +19,9 @@ import torch
 from click.testing import CliRunner
 
 from intradist.errors import UserError
-from user_dir.trainers import ner_data, xtreme
-from user_dir.trainers.common import DistillationSettings
-from user_dir.trainers.hf import EXTRACTIVE_QA, TOKEN_CLASSIFICATION, method_name
+from intradist.trainers import ner_data, xtreme
+from intradist.trainers.settings import DistillationSettings
+from intradist.trainers.hf import EXTRACTIVE_QA, TOKEN_CLASSIFICATION, method_name
 
 torch.set_num_threads(1)
 
@@ -176,7 +176,7 @@ def test_single_pass_objective_is_the_models_own_loss(minilm_folder, task_name):
 
 
 def test_qa_intra_term_averages_the_start_and_end_divergences():
-    from user_dir import losses
+    from intradist import losses
 
     torch.manual_seed(0)
     passes = [{"start_logits": torch.randn(3, 7), "end_logits": torch.randn(3, 7)} for _ in range(2)]

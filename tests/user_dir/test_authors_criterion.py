@@ -6,7 +6,7 @@ runs K forwards, takes fairseq's label-smoothed cross-entropy of each, the X-div
 softmaxes (``X_loss``, lines 25-38) and the adaptive alpha (``_get_alpha``, lines 219-226). The
 functions below restate that computation from reading the code (not copied), in float32 as they
 run it, so that the recipe's objective (``--task translation --criterion intra_distillation``,
-intradist/translation_recipe.py) can be compared with it number for number.
+intradist/recipes/translation.py) can be compared with it number for number.
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 import user_dir  # noqa: F401  (registers the plugin)
-from intradist.fairseq_runs import USER_DIR
-from user_dir import losses
+from intradist.recipes.fairseq_runs import USER_DIR
+from intradist import losses
 from user_dir.criterions.common import ConfigurationError
 from intradist.paths import corpus_dir
-from intradist.translation import PrepareConfig, prepare
+from intradist.prepare.translation import PrepareConfig, prepare
 from tests.conftest import TINY_MODEL, run_fairseq_train
 
 

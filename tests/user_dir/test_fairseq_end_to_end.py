@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from intradist.fairseq_runs import USER_DIR, TrainingLog, environment
-from intradist.translation import translate_and_score
+from intradist.recipes.fairseq_runs import USER_DIR, TrainingLog, environment
+from intradist.prepare.translation import translate_and_score
 from tests.conftest import TINY_MODEL, run_fairseq_train
 
 #: fairseq's stock translation task: the criterion records the update number itself (the design's command line)
@@ -18,7 +18,7 @@ INTRA = ["--task", "translation", "--criterion", "intra_distillation", "--num-pa
 
 
 def paper_alpha(t: float, n: float, alpha: float, p: float, q: float) -> float:
-    """The paper's schedule written out independently of user_dir.losses."""
+    """The paper's schedule written out independently of intradist.losses."""
     if t >= n / p:
         return alpha
     gamma = math.log(1 / alpha) / math.log(p / q)

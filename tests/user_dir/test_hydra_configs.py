@@ -1,7 +1,7 @@
 """The IWSLT'14 Hydra configs (configs/fairseq/iwslt14) against the Recipe they transcribe, and run
 through ``fairseq-hydra-train``.
 
-The Recipe (intradist/translation_recipe.py) is the reference: its ``fairseq_args()`` flag list is
+The Recipe (intradist/recipes/translation.py) is the reference: its ``fairseq_args()`` flag list is
 parsed, by hand for the key hyperparameters and by fairseq's own parser for every field, and
 compared with what fairseq-hydra-train would hand to the task, model and criterion builders, so
 that the configs and the Recipe cannot drift apart.
@@ -29,10 +29,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf, open_dict
 
 import user_dir  # noqa: F401  (registers the plugin's task and criterions for the builders below)
-from intradist.fairseq_runs import USER_DIR, environment
-from intradist.iwslt14 import SOURCE_LANGS
+from intradist.recipes.fairseq_runs import USER_DIR, environment
+from intradist.prepare.iwslt14 import SOURCE_LANGS
 from intradist.paths import REPO_ROOT
-from intradist.translation_recipe import Recipe, default_paths
+from intradist.recipes.translation import Recipe, default_paths
 
 CONFIG_DIR = REPO_ROOT / "configs" / "fairseq" / "iwslt14"
 TEACHER = "/teachers/checkpoint_best.pt"
@@ -184,7 +184,7 @@ TINY = [
     "model.encoder_layers=1", "model.decoder_layers=1", "model.encoder_embed_dim=32", "model.decoder_embed_dim=32",
     "model.encoder_ffn_embed_dim=64", "model.decoder_ffn_embed_dim=64", "model.encoder_attention_heads=2",
     "model.decoder_attention_heads=2", "common.cpu=true", "common.fp16=false", "common.log_interval=1",
-    "dataset.data_buffer_size=0",  # no prefetch thread: it can abort the process at exit (intradist.fairseq_runs)
+    "dataset.data_buffer_size=0",  # no prefetch thread: it can abort the process at exit (intradist.recipes.fairseq_runs)
 ]  # fmt: skip
 _RECORD = re.compile(r"\]\[(train_inner|train|valid)\]\[INFO\] - (\{.*\})\s*$")  # Hydra's log format
 

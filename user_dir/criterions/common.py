@@ -1,6 +1,6 @@
 """What the distillation criterions share: config fields, passes, teachers and metrics.
 
-The formulas come from :mod:`user_dir.losses`; this module only turns fairseq samples, models
+The formulas come from :mod:`intradist.losses`; this module only turns fairseq samples, models
 and checkpoints into the tensors those functions take, and reports metrics fairseq's way.
 """
 
@@ -20,7 +20,7 @@ from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.logging import metrics
 from omegaconf import II
 
-from user_dir import losses
+from intradist import losses
 
 
 class ConfigurationError(ValueError):

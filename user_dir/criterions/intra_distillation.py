@@ -16,7 +16,7 @@ from fairseq.criterions import register_criterion
 from fairseq.dataclass import ChoiceEnum
 from omegaconf import II
 
-from user_dir import losses
+from intradist import losses
 from user_dir.criterions.common import (
     ConfigurationError,
     DistillationCriterion,

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from fairseq.criterions import register_criterion
 
-from user_dir import losses
+from intradist import losses
 from user_dir.criterions.common import (
     ConfigurationError,
     DistillationCriterion,

@@ -7,7 +7,7 @@ interrupted run leaves nothing half-written and the next run starts that step ag
 
 Two choices of the authors' ``Machine_Translation/scripts/preprocess_iwslt14.sh``
 (fe1ixxu/Intra-Distillation, lines 115-134) are options of :class:`PrepareConfig`, on in the
-IWSLT'14 recipe (:data:`intradist.iwslt14.PAPER_DATA`) and off by default: sentencepiece learnt on
+IWSLT'14 recipe (:data:`intradist.prepare.iwslt14.PAPER_DATA`) and off by default: sentencepiece learnt on
 every split, test included (``sentencepiece_input="all"``), and the whole sentencepiece
 vocabulary as the fixed dictionary of both languages (``dictionary="sentencepiece"``). The
 defaults learn sentencepiece on the training text only and count the dictionary there, which is
@@ -34,7 +34,7 @@ from intradist.errors import UserError
 #: batch when its size is not a multiple of --required-batch-size-multiple (default 8): 1014
 #: validation sentences become 1008, and a test set loses translations. A multiple of 1 keeps
 #: every sentence: generation, the tests and the small demos pass it. The IWSLT'14 recipe trains
-#: with the authors' 8 (intradist.translation_recipe), whose fairseq kept that last batch.
+#: with the authors' 8 (intradist.recipes.translation), whose fairseq kept that last batch.
 REQUIRED_BATCH_SIZE_MULTIPLE = ("--required-batch-size-multiple", "1")
 
 SENTENCEPIECE_INPUTS = ("train", "all")

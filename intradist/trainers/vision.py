@@ -1,7 +1,7 @@
 """``train-vision``: image classifiers (torchvision ResNets, CIFAR-style ResNets) with intra-distillation.
 
-A plain torch loop around the one step objective of :mod:`user_dir.trainers.common`, which calls
-:mod:`user_dir.losses` (label-smoothed cross-entropy, X-divergence between the K passes, the
+A plain torch loop around the one step objective of :mod:`intradist.trainers.settings`, which calls
+:mod:`intradist.losses` (label-smoothed cross-entropy, X-divergence between the K passes, the
 paper's adaptive α, knowledge distillation from a teacher). Nothing here computes a loss itself.
 
 How the K passes differ. A ResNet has no dropout: with the same batch, K train-mode passes would
@@ -58,10 +58,10 @@ from analysis.loading import check_device
 from intradist.errors import UserError
 from intradist.provenance import git_commit, package_versions, sha256_of
 from intradist.results import format_mean_std, markdown_table
-from user_dir import losses
-from user_dir.trainers.common import DistillationSettings, distillation_options, settings_from
-from user_dir.trainers.config_file import config_file_option, config_text
-from user_dir.trainers.vision_data import (
+from intradist import losses
+from intradist.trainers.settings import DistillationSettings, distillation_options, settings_from
+from intradist.trainers.config_file import config_file_option, config_text
+from intradist.trainers.vision_data import (
     AUGMENTATIONS, HOLDOUT_METHODS, Holdout, ImageData, default_image_size, load_image_data, make_transform,
     resolve_augmentation,
 )  # fmt: skip
@@ -75,7 +75,7 @@ ARCHES = TORCHVISION_ARCHES + tuple(CIFAR_DEPTHS)
 DROPOUT_PLACEMENTS = ("fc", "relu")
 #: ``--lr-schedule``: fairseq's inverse square root, or the reproduction notebooks' shifted one.
 LR_SCHEDULES = ("inverse-sqrt", "reproduction")
-#: ``--label-smoothing-style``: ε spread over the C - 1 other classes (fairseq, user_dir.losses) or all C (torch).
+#: ``--label-smoothing-style``: ε spread over the C - 1 other classes (fairseq, intradist.losses) or all C (torch).
 SMOOTHING_STYLES = ("fairseq", "torch")
 #: ``--micro-batch-reduction``: each micro-batch's loss divided by their number (a mean), or not (a sum).
 MICRO_BATCH_REDUCTIONS = ("mean", "sum")
@@ -425,20 +425,20 @@ def analysis_command(out: Path, arch: str, data: ImageData, image_size: int, dat
     note = ""
     if not fc_bias:  # torchvision's own models have a biased classifier: analysis needs a factory
         model = "--model-factory factory.py:model"
-        note = (f"  # factory.py: from user_dir.trainers.vision import build_model; def model(): return "
+        note = (f"  # factory.py: from intradist.trainers.vision import build_model; def model(): return "
                 f"build_model({arch!r}, {data.num_classes}, fc_bias=False)")
         if (arch, data.num_classes) == ("resnet50", 37):
-            model, note = "--model-factory user_dir.trainers.vision:reproduction_resnet50", ""
+            model, note = "--model-factory intradist.trainers.vision:reproduction_resnet50", ""
     elif arch not in CIFAR_DEPTHS:
         model = f"--arch {arch} --num-classes {data.num_classes}"
     elif data.num_classes == 10:
-        model = f"--model-factory user_dir.trainers.vision:{arch}"
+        model = f"--model-factory intradist.trainers.vision:{arch}"
     else:
         model = "--model-factory factory.py:model"
-        note = (f"  # factory.py: from user_dir.trainers.vision import {arch}; "
+        note = (f"  # factory.py: from intradist.trainers.vision import {arch}; "
                 f"def model(): return {arch}({data.num_classes})")
     if data.kind == "digits":
-        batches = "--batches user_dir.trainers.vision_data:digits_batches"
+        batches = "--batches intradist.trainers.vision_data:digits_batches"
     elif data.kind == "folder":
         batches = f"--data {Path(data_arg) / data.test_split} --image-size {image_size}"
     else:  # CIFAR and Pet: analysis reads image folders
@@ -452,7 +452,7 @@ def teacher_in_epoch(epoch: int, kd_epochs: Optional[int]) -> bool:
 
 
 def effective_settings(settings: DistillationSettings, style: str, num_classes: int) -> DistillationSettings:
-    """``settings`` with ε in user_dir.losses' (fairseq's) convention, whatever ``--label-smoothing-style`` says.
+    """``settings`` with ε in intradist.losses' (fairseq's) convention, whatever ``--label-smoothing-style`` says.
 
     torch's ``CrossEntropyLoss(label_smoothing=ε)`` gives every class ε/C; fairseq's formula gives
     the C - 1 others ε'/(C - 1). The two losses are identical when ε' = ε (C - 1) / C.
@@ -472,7 +472,7 @@ def step_objective(model: Callable[[torch.Tensor], torch.Tensor], settings: Dist
 
     With ``teacher_weight`` None the teacher enters through the shared convex mix
     ((1 - β) supervised + β KD); with a weight W the objective is supervised + α·intra + W·KD, the
-    KD term the mean over the passes of :func:`user_dir.losses.kd_loss` (the reproduction's form).
+    KD term the mean over the passes of :func:`intradist.losses.kd_loss` (the reproduction's form).
     ``update`` is the update number the adaptive α sees.
     """
     outputs: List[torch.Tensor] = []

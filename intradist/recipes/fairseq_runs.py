@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence
 from tqdm import tqdm
 
 from intradist.paths import REPO_ROOT
+from intradist.prepare.translation import REQUIRED_BATCH_SIZE_MULTIPLE
 
 USER_DIR = REPO_ROOT / "user_dir"
 
@@ -134,3 +135,20 @@ def timed(function, *args, **kwargs):
     start = time.perf_counter()
     result = function(*args, **kwargs)
     return result, time.perf_counter() - start
+
+#: A 2+2-layer transformer small enough for 2 CPU cores (the README gives the timings).
+MODEL_ARGS = [
+    *transformer_args(layers=2, embed_dim=64, ffn_dim=256, heads=4),
+    "--dropout", "0.3", "--attention-dropout", "0.1", "--weight-decay", "0.0001",
+    "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
+    "--lr", "0.002", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "400",
+    "--label-smoothing", "0.1",
+]  # fmt: skip
+
+
+def training_args(data_bin: Path, updates: int, max_tokens: int, seed: int, cpu: bool) -> List[str]:
+    """``fairseq-train`` flags shared by every run of the commands: data, model, budget, logging."""
+    return [str(data_bin), "--user-dir", str(USER_DIR), *MODEL_ARGS,
+            "--max-tokens", str(max_tokens), "--max-update", str(updates), "--seed", str(seed),
+            "--log-format", "json", "--log-interval", "25", "--no-epoch-checkpoints",
+            *REQUIRED_BATCH_SIZE_MULTIPLE, *(["--cpu"] if cpu else [])]  # fmt: skip

@@ -1,4 +1,4 @@
-"""Tests of user_dir.losses, the loss math of intra-distillation (Xu, Koehn and Murray, EMNLP 2022).
+"""Tests of intradist.losses, the loss math of intra-distillation (Xu, Koehn and Murray, EMNLP 2022).
 
 Every expected value here is derived independently of the code under test: a number worked
 out by hand, a float64 reference written as explicit Python loops over passes, positions and
@@ -15,8 +15,8 @@ import re
 import pytest
 import torch
 
-from user_dir import losses
-from user_dir.losses import (
+from intradist import losses
+from intradist.losses import (
     adaptive_alpha,
     intra_distillation_loss,
     kd_loss,

@@ -2,7 +2,7 @@
 
 :class:`DistillationTrainer` is transformers' ``Trainer`` with ``compute_loss`` replaced by
 :meth:`DistillationSettings.objective` (K stochastic passes, the loss math of
-:mod:`user_dir.losses`). What differs between a sequence classifier, a token classifier and an
+:mod:`intradist.losses`). What differs between a sequence classifier, a token classifier and an
 extractive-QA model is only which outputs are the logits and which inputs are the targets; an
 :class:`OutputHead` says that, so one trainer serves all of them. The rest are the checks and
 small helpers every transformers command needs (model folders, device, versions, JSON-safe
@@ -29,8 +29,8 @@ from transformers import Trainer, TrainerCallback
 
 from intradist.errors import UserError
 from intradist.provenance import git_commit, package_versions, sha256_of
-from user_dir.trainers.common import DistillationSettings, settings_from
-from user_dir.trainers.config_file import config_text
+from intradist.trainers.settings import DistillationSettings, settings_from
+from intradist.trainers.config_file import config_text
 
 #: Evaluation records of the Trainer that say how fast, not how good (left out of metrics.json).
 TIMING_METRICS = ("_runtime", "_samples_per_second", "_steps_per_second")

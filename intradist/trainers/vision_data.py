@@ -234,7 +234,7 @@ def load_digits() -> ImageData:
 
 
 def digits_batches(loaded: Any, options: Any) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-    """``analyze-sensitivity --batches user_dir.trainers.vision_data:digits_batches``: the digits test split.
+    """``analyze-sensitivity --batches intradist.trainers.vision_data:digits_batches``: the digits test split.
 
     Evaluation transform at the ``image_size`` recorded in the ``metrics.json`` beside the
     checkpoint (8 when there is none), in batches of ``options.batch_size``; with

@@ -16,7 +16,7 @@ run resumes from ``checkpoint_last.pt`` when started again.
 ``--smoke`` swaps in a tiny model, a Multi30k subset and a few updates on the CPU, so that
 continuous integration exercises the very same code path; it also batches in multiples of 1
 sentence, since fairseq 0.12 drops the last batch of an epoch when its size is not a multiple
-(``REQUIRED_BATCH_SIZE_MULTIPLE`` in :mod:`intradist.translation`), which on tiny data loses a
+(``REQUIRED_BATCH_SIZE_MULTIPLE`` in :mod:`intradist.prepare.translation`), which on tiny data loses a
 noticeable share of it.
 """
 
@@ -34,10 +34,10 @@ import click
 
 from intradist.errors import UserError
 from intradist.provenance import data_checksums, git_commit, package_versions
-from intradist.fairseq_runs import USER_DIR, train, transformer_args
-from intradist.iwslt14 import SOURCE_LANGS, paper_data
+from intradist.recipes.fairseq_runs import USER_DIR, train, transformer_args
+from intradist.prepare.iwslt14 import SOURCE_LANGS, paper_data
 from intradist.paths import REPO_ROOT, corpus_dir
-from intradist.translation import prepare, translate_and_score
+from intradist.prepare.translation import prepare, translate_and_score
 
 METHODS = ("baseline", "intra", "kd", "self-distill")
 DATA_ROOT = REPO_ROOT / "data-bin" / "iwslt14"

@@ -25,7 +25,7 @@ and of fairseq's ``examples/translation/prepare-iwslt14.sh``:
 
 Lowercasing, the joint sentencepiece model (12,000 pieces, learnt from every split of both
 languages with character coverage 0.99999995), the fixed dictionary of its whole vocabulary and
-``fairseq-preprocess --padding-factor 1`` (lines 110-134) are :func:`intradist.translation.prepare`
+``fairseq-preprocess --padding-factor 1`` (lines 110-134) are :func:`intradist.prepare.translation.prepare`
 with :func:`paper_data`; ``ref.test.en`` in each data-bin is the lowercased, untokenized reference
 that sacreBLEU scores against.
 
@@ -43,7 +43,7 @@ interrupted run leaves only ``.partial`` items, and a rerun skips what is comple
     iwslt14-archives.sha256   the checksum record
     {src}-en.text/            {train,val,test}.{src,en}: train/val as the authors' (lowercased, detokenized), test
                               in its original case (lowercased by prepare()); extract.json
-    {src}-en/                 the fairseq data-bin of intradist.translation.prepare()
+    {src}-en/                 the fairseq data-bin of intradist.prepare.translation.prepare()
 """
 
 from __future__ import annotations
@@ -57,11 +57,11 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import click
 
-from intradist.cli import fail
+from intradist.errors import fail
 from intradist.downloads import download, read_tar_members
 from intradist.provenance import check_sha256, record_sha256, sha256_of
 from intradist.errors import UserError
-from intradist.translation import SPLITS, PrepareConfig, prepare
+from intradist.prepare.translation import SPLITS, PrepareConfig, prepare
 
 COMMAND = "intradist-prepare-iwslt14"
 

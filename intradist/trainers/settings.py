@@ -13,7 +13,7 @@ from typing import Callable, Dict, Optional, Sequence
 import click
 import torch
 
-from user_dir import losses
+from intradist import losses
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class DistillationSettings:
                              f"got {self.intra_positions!r}")  # fmt: skip
 
     def alpha_at(self, step: int, max_step: int) -> float:
-        """α for this update: constant, or the paper's adaptive schedule (:func:`user_dir.losses.adaptive_alpha`)."""
+        """α for this update: constant, or the paper's adaptive schedule (:func:`intradist.losses.adaptive_alpha`)."""
         if self.num_passes == 1:
             return 0.0
         if self.adaptive_alpha:
@@ -69,7 +69,7 @@ class DistillationSettings:
     ) -> Dict[str, torch.Tensor]:
         """Run ``forward`` K times (dropout differs per pass while the model trains) and combine the losses.
 
-        Returns the terms of :func:`user_dir.losses.classification_objective` plus ``alpha``
+        Returns the terms of :func:`intradist.losses.classification_objective` plus ``alpha``
         and the first pass's output as ``logits`` (for metrics).
         """
         passes: Sequence[torch.Tensor] = [forward() for _ in range(self.num_passes)]

@@ -15,9 +15,9 @@ from typing import Dict, List, Sequence
 import click
 
 from intradist.errors import UserError
-from intradist.fairseq_runs import USER_DIR, train
-from intradist.quickstart import training_args
-from intradist.translation import translate_and_score
+from intradist.recipes.fairseq_runs import USER_DIR, train
+from intradist.recipes.fairseq_runs import training_args
+from intradist.prepare.translation import translate_and_score
 
 
 def run_rounds(

@@ -26,11 +26,11 @@ from typing import Dict, List, Optional, Sequence
 import click
 
 from intradist.errors import UserError
-from intradist.fairseq_runs import USER_DIR, TrainingLog, train
+from intradist.recipes.fairseq_runs import USER_DIR, TrainingLog, train
 from intradist.paths import REPO_ROOT, corpus_dir
-from intradist.quickstart import training_args
+from intradist.recipes.fairseq_runs import training_args
 from intradist.results import format_mean_std, markdown_table, read_jsonl
-from intradist.translation import PrepareConfig, prepare, translate_and_score
+from intradist.prepare.translation import PrepareConfig, prepare, translate_and_score
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,18 @@
 """``train-xtreme``: zero-shot cross-lingual transfer (XTREME PAN-X NER, TyDiQA-GoldP) with intra-distillation.
 
 The paper's third setting: fine-tune a multilingual encoder on English only, then evaluate it on
-every language. Both tasks train with :class:`user_dir.trainers.hf.DistillationTrainer`, so the
-loss is the one of :mod:`user_dir.losses`, with the switches of ``train-glue``:
+every language. Both tasks train with :class:`intradist.trainers.hf.DistillationTrainer`, so the
+loss is the one of :mod:`intradist.losses`, with the switches of ``train-glue``:
 
 - **NER** (``--task panx``): a token classifier; the cross-entropy is over the tag distribution
-  of each word's first sub-token (:mod:`user_dir.trainers.ner_data`), the divergence between the K
+  of each word's first sub-token (:mod:`intradist.trainers.ner_data`), the divergence between the K
   passes too unless ``--intra-positions all``. Scores: seqeval entity F1 on each language's test
   set; the weights of the best English dev F1 are kept (the authors' ``--save_only_best_checkpoint``).
   The paper recipe (``configs/xtreme/panx_*.yaml``) adds what the authors' features do: batches
   padded to 128 (``--pad-to-max-length``), long sentences split into chunks
   (``--long-sentences split``), two separators after a sentence (``--extra-sep``); see docs/xtreme.md.
 - **QA** (``--task tydiqa``): an extractive reader; the objective is over the start and the end
-  distributions (:data:`user_dir.trainers.hf.EXTRACTIVE_QA`). Scores: the official SQuAD v1.1
+  distributions (:data:`intradist.trainers.hf.EXTRACTIVE_QA`). Scores: the official SQuAD v1.1
   F1 and exact match on each language's dev set (TyDiQA-GoldP has no public test set); the last
   weights are kept, as the authors' script does. The paper recipe (``configs/xtreme/tydiqa_*.yaml``)
   adds what the authors' legacy SQuAD features and loss do: windows padded to 384
@@ -45,10 +45,10 @@ from transformers import DataCollatorForTokenClassification, DataCollatorWithPad
 from analysis.loading import quiet_transformers
 from intradist.errors import UserError
 from intradist.results import markdown_table
-from user_dir.trainers import ner_data, qa_data
-from user_dir.trainers.common import DistillationSettings, distillation_options
-from user_dir.trainers.config_file import config_file_option
-from user_dir.trainers.hf import (
+from intradist.trainers import ner_data, qa_data
+from intradist.trainers.settings import DistillationSettings, distillation_options
+from intradist.trainers.config_file import config_file_option
+from intradist.trainers.hf import (
     EXTRACTIVE_QA,
     TOKEN_CLASSIFICATION,
     VOCABULARY_FILES,
@@ -176,7 +176,7 @@ def _subset(items: Sequence[Any], limit: Optional[int], seed: int) -> List[Any]:
 
 
 def _ner_encoding(config: XtremeConfig) -> Dict[str, Any]:
-    """The NER encoding switches of a run (:func:`user_dir.trainers.ner_data.encode`)."""
+    """The NER encoding switches of a run (:func:`intradist.trainers.ner_data.encode`)."""
     return {"long_sentences": config.long_sentences, "extra_sep": config.extra_sep}
 
 

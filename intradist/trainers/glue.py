@@ -1,8 +1,8 @@
 """``train-glue``: fine-tune a transformers encoder on a GLUE task with intra-distillation and/or distillation.
 
-A thin adapter over Hugging Face's ``Trainer``: :class:`user_dir.trainers.hf.DistillationTrainer` overrides
+A thin adapter over Hugging Face's ``Trainer``: :class:`intradist.trainers.hf.DistillationTrainer` overrides
 ``compute_loss`` so that every step is :meth:`DistillationSettings.objective` (K stochastic passes
-with dropout on, the shared loss of :mod:`user_dir.losses`); evaluation is one pass. A teacher
+with dropout on, the shared loss of :mod:`intradist.losses`); evaluation is one pass. A teacher
 (``--teacher``, a folder this command saved) is loaded once, in eval mode, and its logits on the
 same batch feed the KD term (self-distillation when it has the student's architecture).
 
@@ -26,10 +26,10 @@ from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
 
 from analysis.loading import quiet_transformers
 from intradist.errors import UserError
-from user_dir.trainers.common import DistillationSettings, distillation_options
-from user_dir.trainers.config_file import config_file_option
-from user_dir.trainers.glue_tasks import Examples, GlueTask, get_task, read_split, split_file, task_metrics
-from user_dir.trainers.hf import (
+from intradist.trainers.settings import DistillationSettings, distillation_options
+from intradist.trainers.config_file import config_file_option
+from intradist.trainers.glue_tasks import Examples, GlueTask, get_task, read_split, split_file, task_metrics
+from intradist.trainers.hf import (
     SEQUENCE_CLASSIFICATION,
     VOCABULARY_FILES,
     DistillationTrainer,

@@ -66,11 +66,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import click
 from tqdm import tqdm
 
-from intradist.cli import fail
+from intradist.errors import fail
 from intradist.downloads import download, read_tar_members
 from intradist.errors import UserError
 from intradist.provenance import check_sha256, record_sha256, sha256_of
-from user_dir.trainers.ner_data import PANX_LABELS
+from intradist.trainers.ner_data import PANX_LABELS
 
 COMMAND = "intradist-prepare-xtreme"
 TASKS = ("panx", "tydiqa")

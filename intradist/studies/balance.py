@@ -88,10 +88,10 @@ def train_study_models(train_and_score: TrainAndScore, rounds: int, jobs: int) -
 
 def translation_models(settings: "TranslationStudy", data_bin: Path, out: Path) -> List[StudyModel]:
     """Train and score the rounds and the intra-distillation model with fairseq."""
-    from intradist.fairseq_runs import USER_DIR, timed, train
-    from intradist.quickstart import training_args
-    from intradist.translation import translate_and_score
-    from intradist.translation_recipe import Recipe
+    from intradist.recipes.fairseq_runs import USER_DIR, timed, train
+    from intradist.recipes.fairseq_runs import training_args
+    from intradist.prepare.translation import translate_and_score
+    from intradist.recipes.translation import Recipe
 
     def flags(method: str, teacher: Optional[Path]) -> List[str]:
         recipe = Recipe(lang=settings.pair, method=method, data=str(data_bin), save_dir="", seed=settings.seed,
@@ -123,9 +123,9 @@ def translation_models(settings: "TranslationStudy", data_bin: Path, out: Path) 
 
 def vision_models(settings: "VisionStudy", out: Path) -> List[StudyModel]:
     """Train and score the rounds and the intra-distillation model with the torchvision trainer."""
-    from user_dir.trainers.common import DistillationSettings
-    from user_dir.trainers.vision import VisionConfig, train
-    from user_dir.trainers.vision_data import load_image_data
+    from intradist.trainers.settings import DistillationSettings
+    from intradist.trainers.vision import VisionConfig, train
+    from intradist.trainers.vision_data import load_image_data
 
     data = load_image_data(settings.data)
 
@@ -324,7 +324,7 @@ def translation_study(settings: TranslationStudy, command: str) -> Dict[str, obj
     from analysis.batches import BatchOptions
     from analysis.pipeline import AnalysisOptions, analyze
     from intradist.paths import REPO_ROOT, corpus_dir
-    from intradist.translation import PrepareConfig, prepare
+    from intradist.prepare.translation import PrepareConfig, prepare
 
     started = time.perf_counter()
     out = Path(settings.out)
@@ -352,8 +352,8 @@ def vision_study(settings: VisionStudy, command: str) -> Dict[str, object]:
     """Train, score and analyse the vision study into ``settings.out``; returns study.json's content."""
     from analysis.batches import BatchOptions
     from analysis.pipeline import AnalysisOptions, analyze
-    from user_dir.trainers.vision import CIFAR_DEPTHS
-    from user_dir.trainers.vision_data import load_image_data
+    from intradist.trainers.vision import CIFAR_DEPTHS
+    from intradist.trainers.vision_data import load_image_data
 
     started = time.perf_counter()
     out = Path(settings.out)
@@ -367,15 +367,15 @@ def vision_study(settings: VisionStudy, command: str) -> Dict[str, object]:
     models = vision_models(settings, out)
     metrics = json.loads((Path(models[0].checkpoint).parent / "metrics.json").read_text())
     if data_kind == "digits":
-        options = AnalysisOptions(model_factory=f"user_dir.trainers.vision:{metrics['arch']}",
-                                  batches=BatchOptions(hook="user_dir.trainers.vision_data:digits_batches",
+        options = AnalysisOptions(model_factory=f"intradist.trainers.vision:{metrics['arch']}",
+                                  batches=BatchOptions(hook="intradist.trainers.vision_data:digits_batches",
                                                        max_batches=settings.analysis_batches, seed=settings.seed))  # fmt: skip
     else:
         images = settings.analysis_data or Path(settings.data) / metrics["test_split"]
         if metrics["arch"] not in CIFAR_DEPTHS:
             model = {"arch": metrics["arch"], "num_classes": metrics["num_classes"]}
         elif metrics["num_classes"] == 10:
-            model = {"model_factory": f"user_dir.trainers.vision:{metrics['arch']}"}
+            model = {"model_factory": f"intradist.trainers.vision:{metrics['arch']}"}
         else:
             raise UserError(f"{metrics['arch']} with {metrics['num_classes']} classes: analyse it with "
                             f"analyze-sensitivity --model-factory (see its metrics.json 'analyze')")  # fmt: skip

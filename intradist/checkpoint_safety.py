@@ -1,0 +1,58 @@
+"""Weights-only loading of checkpoints that hold configs and numpy values, under torch >= 2.6.
+
+torch >= 2.6 unpickles with ``weights_only=True``: only tensors, containers and allow-listed types
+may appear. Checkpoints of fairseq 0.12 (and many training scripts) also store an
+``argparse.Namespace`` (legacy configs), omegaconf ``DictConfig`` objects (fairseq's Hydra
+configs) and numpy scalars and dtypes (training state). These are plain data; we add exactly them
+to torch's allow-list, which keeps every other global (and so any code a crafted pickle would
+run) refused. Weights-only loading is never switched off. This module imports no fairseq: the
+analysis reads fairseq checkpoints from disk without it; the fairseq plugin adds the one type of
+fairseq's own that appears only inside multi-process training (``user_dir.checkpoint_safety``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import typing
+from typing import List
+
+import numpy as np
+import omegaconf
+import torch
+from omegaconf import base as omegaconf_base
+from omegaconf import nodes as omegaconf_nodes
+
+
+def plain_checkpoint_types() -> List[object]:
+    """The non-tensor types a fairseq 0.12 checkpoint file holds, all plain data."""
+    numpy_dtype_classes = [type(np.dtype(name)) for name in ("float64", "float32", "float16", "int64", "int32", "bool")]
+    omegaconf_types = [
+        omegaconf.DictConfig,
+        omegaconf.ListConfig,
+        omegaconf_base.Metadata,
+        omegaconf_base.ContainerMetadata,
+        *(getattr(omegaconf_nodes, name) for name in ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode")),
+        typing.Any,  # the declared type of untyped config values
+        collections.defaultdict,  # omegaconf's metadata flags; its factory must be allow-listed too
+        dict,
+        list,
+        int,
+        float,
+        str,
+        bool,
+    ]
+    return [
+        argparse.Namespace,  # fairseq's legacy model configs
+        *omegaconf_types,
+        np.dtype,
+        np.ndarray,
+        np._core.multiarray.scalar,
+        np._core.multiarray._reconstruct,
+        *numpy_dtype_classes,
+    ]
+
+
+def allow_plain_checkpoint_types() -> None:
+    """Allow-list :func:`plain_checkpoint_types` for ``torch.load(weights_only=True)``; idempotent."""
+    torch.serialization.add_safe_globals(plain_checkpoint_types())

@@ -1,0 +1,134 @@
+"""The house's floors (docs/architecture.md), checked against the code.
+
+- Static: no module imports (at module level or inside a function) a module of a floor above its own.
+- In a fresh interpreter per module: every library module imports; the analysis, the
+  non-fairseq trainers and the ground floor leave fairseq unimported; importing any library module
+  installs nothing process-wide (no excepthook, no root-logger handler).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: From the ground up; a module may import its own floor and those below, never one above. A name
+#: is a package with everything in it, or with a trailing ``$`` that one module alone.
+FLOORS = [
+    ("ground", ["intradist$", "intradist.errors", "intradist.paths", "intradist.provenance", "intradist.downloads",
+                "intradist.results", "intradist.losses", "intradist.checkpoint_safety", "intradist.fidelity"]),
+    ("fairseq plugin", ["user_dir"]),
+    ("analysis", ["analysis"]),
+    ("trainers and data preparation", ["intradist.trainers", "intradist.prepare"]),
+    ("recipes and studies", ["intradist.recipes", "intradist.studies"]),
+    ("commands", ["intradist.cli", "intradist.__main__"]),
+]  # fmt: skip
+
+#: Floors whose modules must not import fairseq when imported: fairseq loads only where it is used.
+WITHOUT_FAIRSEQ = ("ground", "analysis", "trainers and data preparation")
+
+
+def floor_of(module: str) -> Optional[int]:
+    """The floor index of a project module (the longest matching prefix), None for other packages."""
+    best, best_length = None, -1
+    for index, (_, prefixes) in enumerate(FLOORS):
+        for prefix in prefixes:
+            exact = prefix.endswith("$")
+            prefix = prefix.rstrip("$")
+            matches = module == prefix or (not exact and module.startswith(prefix + "."))
+            if matches and len(prefix) > best_length:
+                best, best_length = index, len(prefix)
+    return best
+
+
+def project_modules() -> Dict[str, Path]:
+    modules = {}
+    for package in ("intradist", "analysis", "user_dir"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = list(path.relative_to(REPO).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = path
+    return modules
+
+
+def imported_modules(path: Path, module: str) -> List[str]:
+    """Every module a file imports, at any depth of its code; relative imports resolved."""
+    names = []
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            names += [base] + [f"{base}.{alias.name}" for alias in node.names]
+    return names
+
+
+def test_every_project_module_has_a_floor():
+    assert [m for m in project_modules() if floor_of(m) is None] == []
+
+
+def test_no_module_imports_a_floor_above_its_own():
+    violations = []
+    for module, path in project_modules().items():
+        own = floor_of(module)
+        for name in imported_modules(path, module):
+            target = floor_of(name)
+            if target is not None and target > own:
+                violations.append(f"{module} ({FLOORS[own][0]}) imports {name} ({FLOORS[target][0]})")
+    assert violations == []
+
+
+def test_the_floor_check_can_fail(tmp_path):
+    """A ground module importing a trainer is caught."""
+    bad = tmp_path / "errors.py"
+    bad.write_text("def f():\n    from intradist.trainers import glue\n")
+    names = imported_modules(bad, "intradist.errors")
+    assert any(floor_of(name) > floor_of("intradist.errors") for name in names if floor_of(name) is not None)
+
+
+PROBE = """
+import importlib, json, logging, sys
+hook, handlers = sys.excepthook, list(logging.getLogger().handlers)
+importlib.import_module(sys.argv[1])
+print(json.dumps({"fairseq": "fairseq" in sys.modules, "excepthook": sys.excepthook is not hook,
+                  "root_handlers": len(logging.getLogger().handlers) - len(handlers)}))
+"""
+
+
+def probe(module: str) -> Dict[str, object]:
+    completed = subprocess.run([sys.executable, "-c", PROBE, module], capture_output=True, text=True, cwd=REPO,
+                               timeout=120)  # fmt: skip
+    assert completed.returncode == 0, f"{module}: {completed.stderr.strip().splitlines()[-1:]}"
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+LIBRARY_MODULES = sorted(m for m in project_modules() if floor_of(m) is not None and not m.startswith("user_dir"))
+
+
+@pytest.fixture(scope="module")
+def probes() -> Dict[str, Dict[str, object]]:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(LIBRARY_MODULES, pool.map(probe, LIBRARY_MODULES)))
+
+
+def test_fairseq_loads_only_where_it_is_used(probes):
+    loaded = [m for m, seen in probes.items() if seen["fairseq"] and FLOORS[floor_of(m)][0] in WITHOUT_FAIRSEQ]
+    assert loaded == []
+
+
+def test_importing_a_library_module_installs_nothing_process_wide(probes):
+    changed = {m: seen for m, seen in probes.items() if seen["excepthook"] or seen["root_handlers"]}
+    assert changed == {}
