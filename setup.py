@@ -25,22 +25,8 @@ setup(
     install_requires=pinned_requirements(),
     entry_points={
         "console_scripts": [
-            "intradist-quickstart=intradist.studies.quickstart:main",
-            "intradist-prepare-translation=intradist.cli:prepare_translation",
-            "intradist-prepare-iwslt14=intradist.prepare.iwslt14:main",
-            "intradist-evaluate-translation=intradist.cli:evaluate_translation",
-            "intradist-self-distill=intradist.recipes.self_distill:main",
-            "intradist-fairseq-flags=intradist.cli:fairseq_flags",
-            "intradist-cpu-study=intradist.studies.cpu_study:main",
-            "intradist-train-translation=intradist.recipes.translation:main",
-            "intradist-evaluate-run=intradist.recipes.translation:evaluate_main",
-            "intradist-results-table=intradist.results:main",
+            "intradist=intradist.cli:main",
             "analyze-sensitivity=analysis.cli:main",
-            "train-glue=intradist.trainers.glue:main",
-            "train-vision=intradist.trainers.vision:main",
-            "train-xtreme=intradist.trainers.xtreme:main",
-            "intradist-prepare-xtreme=intradist.prepare.xtreme:main",
-            "intradist-balance-study=intradist.studies.balance:main",
         ]
     },
 )

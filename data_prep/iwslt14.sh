@@ -6,17 +6,17 @@
 # 0.99999995) learnt on every split, its whole vocabulary the dictionary of both languages
 # (padding factor 1). One data-bin per pair in OUT_DIR/{src}-en.
 #   bash data_prep/iwslt14.sh OUT_DIR [--pairs de,ar] [--vocab-size 12000] [--archives DIR] [--workers N]
-# OUT_DIR=data-bin/iwslt14 is where intradist-train-translation looks by default.
+# OUT_DIR=data-bin/iwslt14 is where intradist train translation looks by default.
 # Downloads the WIT3 2014-01 archives into OUT_DIR/archives unless --archives DIR holds them (see
 # --help for where to get them by hand). Reruns skip completed steps; an interrupted step leaves
 # only *.partial behind.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
-    echo "usage: bash data_prep/iwslt14.sh OUT_DIR [intradist-prepare-iwslt14 flags]" >&2
+    echo "usage: bash data_prep/iwslt14.sh OUT_DIR [intradist prepare iwslt14 flags]" >&2
     exit 2
 fi
 out=$1
 shift
 bash "$repo/scripts/setup.sh"
-exec "$repo/.venv/bin/intradist-prepare-iwslt14" --out "$out" "$@"
+exec "$repo/.venv/bin/intradist" prepare iwslt14 --out "$out" "$@"

@@ -16,4 +16,4 @@ if [ $# -ge 1 ] && [[ "$1" != -* ]]; then
     shift
 fi
 bash "$repo/scripts/setup.sh"
-exec "$repo/.venv/bin/intradist-prepare-xtreme" "${args[@]}" "$@"
+exec "$repo/.venv/bin/intradist" prepare xtreme "${args[@]}" "$@"

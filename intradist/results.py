@@ -1,10 +1,9 @@
-"""Evaluation records (one JSON object per line) and the tables built from them."""
+"""Run records (JSON lines, metrics.json) and the tables built from them: translation BLEU, GLUE, XTREME."""
 
 from __future__ import annotations
 
 import json
 import statistics
-import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -138,22 +137,6 @@ def results_table(records: Sequence[Dict[str, object]], digits: int = 2) -> str:
     return markdown_table(["method", *header], rows)
 
 
-@click.command("intradist-results-table", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("jsonl", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the table to this markdown file.")
-def main(jsonl: Sequence[Path], out: Path | None) -> None:
-    """Collect evaluation JSON lines into the paper's table: methods × pairs, BLEU mean ± std (runs)."""
-    try:
-        records = [record for path in jsonl for record in read_jsonl(path)]
-        if not records:
-            raise UserError(f"{', '.join(map(str, jsonl))}: no evaluation records")
-        table = results_table(records)
-    except UserError as error:
-        click.echo(f"intradist-results-table: {error}", err=True)
-        sys.exit(2)
-    emit_table(table, out)
-
-
 def emit_table(table: str, out: Optional[Path]) -> None:
     """Print a markdown table and, with ``out``, also write it there (atomically)."""
     click.echo(table)
@@ -161,3 +144,95 @@ def emit_table(table: str, out: Optional[Path]) -> None:
         staging = out.with_name(out.name + ".partial")
         staging.write_text(table + "\n")
         staging.rename(out)
+
+
+#: Order of the tasks (the GLUE paper's) and of the methods in the table.
+GLUE_TASK_ORDER = ("CoLA", "SST-2", "MRPC", "QQP", "STS-B", "MNLI", "QNLI", "RTE", "WNLI")
+TRAINER_METHOD_ORDER = ("baseline", "intra", "self-distill", "intra+self-distill", "kd", "intra+kd")
+METRIC_NAMES = {
+    "matthews_correlation": "MCC", "accuracy": "acc", "f1": "F1", "pearson": "Pearson", "spearman": "Spearman",
+}  # fmt: skip
+
+
+def glue_table(records: Sequence[Dict[str, object]], digits: int = 1) -> str:
+    """Methods × (task, dev set, metric), 100 × mean ± std over seeds (number of runs)."""
+    columns = []  # (task, split, metric)
+    tasks = sorted({str(r["task"]) for r in records}, key=lambda t: (GLUE_TASK_ORDER.index(t) if t in GLUE_TASK_ORDER else 99, t))
+    for task in tasks:
+        for record in records:
+            if record["task"] != task:
+                continue
+            for split, metrics in record["dev"].items():
+                for metric in metrics:
+                    if metric != "loss" and (task, split, metric) not in columns:
+                        columns.append((task, split, metric))
+    methods = sorted({str(r["method"]) for r in records},
+                     key=lambda m: (TRAINER_METHOD_ORDER.index(m) if m in TRAINER_METHOD_ORDER else len(TRAINER_METHOD_ORDER), m))  # fmt: skip
+    rows = []
+    for method in methods:
+        cells = []
+        for task, split, metric in columns:
+            values = [100 * float(r["dev"][split][metric]) for r in records if r["task"] == task
+                      and r["method"] == method and r["dev"].get(split, {}).get(metric) is not None]  # fmt: skip
+            cells.append(f"{format_mean_std(values, digits)} ({len(values)})" if values else "—")
+        rows.append([method, *cells])
+    header = [f"{task}{'' if split == 'dev' else '-' + ('m' if split == 'matched' else 'mm')} "
+              f"{METRIC_NAMES.get(metric, metric)}" for task, split, metric in columns]  # fmt: skip
+    return markdown_table(["method", *header], rows)
+
+
+def xtreme_task_table(records: Sequence[Dict[str, object]], metric: str, digits: int = 1) -> str:
+    """Methods × (languages, avg) for the records of one task."""
+    languages = sorted({lang for r in records for lang in r["languages"]}, key=lambda lang: (lang != "en", lang))
+    methods = sorted({str(r["method"]) for r in records},
+                     key=lambda m: (TRAINER_METHOD_ORDER.index(m) if m in TRAINER_METHOD_ORDER else len(TRAINER_METHOD_ORDER), m))  # fmt: skip
+
+    def cell(values: List[float]) -> str:
+        return f"{format_mean_std(values, digits)} ({len(values)})" if values else "—"
+
+    rows = []
+    for method in methods:
+        runs = [r for r in records if r["method"] == method]
+        cells = [cell([float(r["languages"][lang][metric]) for r in runs
+                       if r["languages"].get(lang, {}).get(metric) is not None]) for lang in languages]  # fmt: skip
+        average = [float(r["average"][metric]) for r in runs if r["average"].get(metric) is not None]
+        rows.append([method, *cells, cell(average)])
+    return markdown_table(["method", *languages, "avg"], rows)
+
+
+def xtreme_tables(records: Sequence[Dict[str, object]], metric: Optional[str] = None) -> str:
+    """One titled table per task, on ``metric`` (default: each record's primary metric)."""
+    parts = []
+    for task in sorted({str(r["task"]) for r in records}):
+        runs = [r for r in records if r["task"] == task]
+        name = metric or str(runs[0].get("primary_metric", "f1"))
+        if not any(name in r["average"] for r in runs):
+            raise UserError(f"--metric {name}: the {task} records have {', '.join(runs[0]['average'])}")
+        split = runs[0].get("split", "test")
+        parts.append(f"**{task}** ({split} {name}, zero-shot from {runs[0].get('train_language', 'en')})\n\n"
+                     + xtreme_task_table(runs, name))  # fmt: skip
+    return "\n\n".join(parts)
+
+
+def translation_table_of(paths: Sequence[Path]) -> str:
+    """The translation table of the evaluation JSON lines in ``paths`` (``intradist evaluate``'s records)."""
+    records = [record for path in paths for record in read_jsonl(path)]
+    if not records:
+        raise UserError(f"{', '.join(map(str, paths))}: no evaluation records")
+    return results_table(records)
+
+
+def glue_table_of(paths: Sequence[Path]) -> str:
+    """The GLUE table of ``intradist train glue`` runs: JSON-lines files, metrics.json files or folders of them."""
+    records = read_run_records(paths, ("task", "method", "seed", "dev"), "intradist train glue")
+    if not records:
+        raise UserError(f"{', '.join(map(str, paths))}: no intradist train glue records")
+    return glue_table(records)
+
+
+def xtreme_tables_of(paths: Sequence[Path], metric: Optional[str] = None) -> str:
+    """The XTREME tables (one per task) of ``intradist train xtreme`` runs, on ``metric``."""
+    records = read_run_records(paths, ("task", "method", "seed", "languages", "average"), "intradist train xtreme")
+    if not records:
+        raise UserError(f"{', '.join(map(str, paths))}: no intradist train xtreme records")
+    return xtreme_tables(records, metric)

@@ -63,7 +63,7 @@ from intradist.provenance import check_sha256, record_sha256, sha256_of
 from intradist.errors import UserError
 from intradist.prepare.translation import SPLITS, PrepareConfig, prepare
 
-COMMAND = "intradist-prepare-iwslt14"
+COMMAND = "intradist prepare iwslt14"
 
 SOURCE_LANGS = ("ar", "de", "es", "fa", "he", "it", "nl", "pl")
 """The paper's eight source languages; the target is always English."""

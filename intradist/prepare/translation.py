@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import click
+
 from intradist.errors import UserError
 
 #: fairseq-fixed 0.12.3.1's batching (fairseq/data/data_utils.py, ``batch_by_size``) drops the last
@@ -249,3 +251,27 @@ def translate_and_score(
     bleu = sacrebleu.metrics.BLEU()
     score = bleu.corpus_score(hypotheses, [references])
     return {"bleu": score.score, "signature": str(bleu.get_signature()), "hypotheses": hypotheses}
+
+
+@click.command("intradist prepare translation", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--corpus", type=click.Path(path_type=Path), default=None,
+              help="Folder with {train,val,test}.{src,tgt}[.gz] (default: the shipped Multi30k).")  # fmt: skip
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The fairseq data-bin folder to write.")
+@click.option("--source-lang", default="de", show_default=True)
+@click.option("--target-lang", default="en", show_default=True)
+@click.option("--vocab-size", default=1000, show_default=True, help="Joint sentencepiece vocabulary size.")
+@click.option("--max-train-lines", type=int, default=None, help="Use only the first N training pairs.")
+@click.option("--max-test-lines", type=int, default=None, help="Use only the first N test pairs.")
+@click.option("--lowercase/--keep-case", default=True, show_default=True, help="Lowercase, as the paper's IWSLT'14 pipeline.")
+@click.option("--workers", default=2, show_default=True)
+@click.option("--download", is_flag=True,
+              help="Without --corpus, when the shipped Multi30k is missing: fetch it (checked) into ~/.cache/intradist.")  # fmt: skip
+def command(corpus: Optional[Path], out: Path, source_lang: str, target_lang: str, vocab_size: int,
+                        max_train_lines: Optional[int], max_test_lines: Optional[int], lowercase: bool,
+                        workers: int, download: bool) -> None:  # fmt: skip
+    """Sentencepiece + fairseq-preprocess for a parallel corpus (reused when already prepared)."""
+    from intradist.prepare.multi30k import multi30k_corpus
+
+    config = PrepareConfig(source_lang, target_lang, vocab_size, max_train_lines, max_test_lines, lowercase)
+    done = prepare(corpus or multi30k_corpus(allow_download=download), out, config, workers=workers)
+    click.echo(f"prepared {done}")

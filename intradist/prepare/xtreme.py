@@ -72,7 +72,7 @@ from intradist.errors import UserError
 from intradist.provenance import check_sha256, record_sha256, sha256_of
 from intradist.trainers.ner_data import PANX_LABELS
 
-COMMAND = "intradist-prepare-xtreme"
+COMMAND = "intradist prepare xtreme"
 TASKS = ("panx", "tydiqa")
 DEFAULT_OUT = Path("data-bin") / "xtreme"
 
@@ -503,10 +503,10 @@ def _check_panx_languages(languages: Sequence[str], source: PanxSource) -> None:
 
 EXAMPLES = """\b
 Examples:
-  intradist-prepare-xtreme --panx-archive ~/Downloads/AmazonPhotos.zip
-  intradist-prepare-xtreme --tasks tydiqa --out data-bin/xtreme
-  intradist-prepare-xtreme --languages en,de,fi --panx-archive ~/Downloads/AmazonPhotos.zip
-  intradist-prepare-xtreme --archives ~/xtreme-downloads   # TyDiQA files and AmazonPhotos.zip, offline
+  intradist prepare xtreme --panx-archive ~/Downloads/AmazonPhotos.zip
+  intradist prepare xtreme --tasks tydiqa --out data-bin/xtreme
+  intradist prepare xtreme --languages en,de,fi --panx-archive ~/Downloads/AmazonPhotos.zip
+  intradist prepare xtreme --archives ~/xtreme-downloads   # TyDiQA files and AmazonPhotos.zip, offline
 """
 
 

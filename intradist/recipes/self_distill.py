@@ -33,7 +33,7 @@ def run_rounds(
 ) -> List[Dict[str, object]]:
     """Train round 0 (``label_smoothed_cross_entropy``) and ``rounds`` self-distillation rounds."""
     if not (data_bin / "prepare.json").is_file():
-        raise UserError(f"{data_bin}: not a data-bin made by intradist-prepare-translation")
+        raise UserError(f"{data_bin}: not a data-bin made by intradist prepare translation")
     if rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {rounds}")
     common = [*training_args(data_bin, updates, max_tokens, seed=1, cpu=cpu), *fairseq_args]
@@ -76,7 +76,7 @@ def main(data_bin: Path, out: Path, rounds: int, updates: int, kd_weight: float,
     try:
         results = run_rounds(data_bin, out, rounds, updates, kd_weight, kd_temperature, cpu, max_tokens, fairseq_args)
     except UserError as error:
-        click.echo(f"intradist-self-distill: {error}", err=True)
+        click.echo(f"intradist train self-distill: {error}", err=True)
         sys.exit(2)
     click.echo((out / "rounds.md").read_text())
     click.echo(f"{len(results)} rounds written to {out / 'rounds.json'}")

@@ -1,6 +1,6 @@
 """The paper's IWSLT'14 training recipe, one command per (language pair, method).
 
-``intradist-train-translation LANG METHOD`` trains ``transformer_iwslt_de_en`` on
+``intradist train translation LANG METHOD`` trains ``transformer_iwslt_de_en`` on
 ``data-bin/iwslt14/LANG-en`` with the settings of Xu, Koehn and Murray (EMNLP 2022) and of the
 authors' released script (``Machine_Translation/scripts/train.sh`` of fe1ixxu/Intra-Distillation,
 every setting with its line in docs/fidelity/iwslt14.yaml): Adam (0.9, 0.98), eps 1e-6, lr 5e-4,
@@ -226,13 +226,13 @@ def main(lang: Optional[str], method: Optional[str], smoke: bool, data: Optional
          fp16: Optional[bool], cpu: bool, **settings) -> None:  # fmt: skip
     """Train METHOD (baseline, intra, kd, self-distill) on IWSLT'14 LANG->en with the paper's recipe.
 
-    LANG is one of ar, de, es, fa, he, it, nl, pl. Example: `intradist-train-translation de intra`.
+    LANG is one of ar, de, es, fa, he, it, nl, pl. Example: `intradist train translation de intra`.
     """
     try:
         recipe = build_recipe(lang, method, smoke, data, save_dir, fp16, cpu, settings)
         saved = run_recipe(recipe)
     except UserError as error:
-        click.echo(f"intradist-train-translation: {error}", err=True)
+        click.echo(f"intradist train translation: {error}", err=True)
         sys.exit(2)
     click.echo(f"checkpoints in {saved}")
 
@@ -245,7 +245,7 @@ def build_recipe(lang: Optional[str], method: Optional[str], smoke: bool, data: 
     method = method or ("baseline" if smoke else None)
     lang = lang or ("de" if smoke else None)
     if lang is None or method is None:
-        raise UserError("usage: intradist-train-translation LANG METHOD (see --help)")
+        raise UserError("usage: intradist train translation LANG METHOD (see --help)")
     if lang not in SOURCE_LANGS:
         raise UserError(f"LANG {lang!r}: not an IWSLT'14 pair of the paper; choose from {', '.join(SOURCE_LANGS)}")
     default_data, default_save = default_paths(lang, method, int(settings["seed"]), smoke)
@@ -268,7 +268,7 @@ def evaluate_run(save_dir: Path, checkpoint_name: str, json_out: Optional[Path],
 
     recipe_path = save_dir / "recipe.json"
     if not recipe_path.is_file():
-        raise UserError(f"{save_dir}: no recipe.json; expected a folder written by intradist-train-translation")
+        raise UserError(f"{save_dir}: no recipe.json; expected a folder written by intradist train translation")
     recipe = json.loads(recipe_path.read_text())
     if lang is not None and lang != recipe["lang"]:
         raise UserError(f"{recipe_path}: trained on {recipe['lang']}-en, not {lang}-en")
@@ -300,19 +300,19 @@ def evaluate_run(save_dir: Path, checkpoint_name: str, json_out: Optional[Path],
 @click.option("--cpu", is_flag=True, help="Translate on the CPU even when a GPU is present.")
 def evaluate_main(checkpoint_dir: Optional[Path], lang: Optional[str], checkpoint_name: str,
                   json_out: Optional[Path], smoke: bool, cpu: bool) -> None:  # fmt: skip
-    """Translate the test set of a run of intradist-train-translation (beam 5, length penalty 1) and score it.
+    """Translate the test set of a run of intradist train translation (beam 5, length penalty 1) and score it.
 
     Decodes sentencepiece, scores the detokenized output with sacreBLEU against the untokenized
     reference, prints the score with its signature and appends one JSON line per run.
     """
     if checkpoint_dir is None and not smoke:
-        click.echo("intradist-evaluate-run: usage: intradist-evaluate-run CHECKPOINT_DIR (see --help)", err=True)
+        click.echo("intradist evaluate run: usage: intradist evaluate run CHECKPOINT_DIR (see --help)", err=True)
         sys.exit(2)
     checkpoint_dir = checkpoint_dir or default_paths("de", "baseline", 1, smoke=True)[1]
     try:
         record = evaluate_run(checkpoint_dir, checkpoint_name, json_out, lang, cpu)
     except UserError as error:
-        click.echo(f"intradist-evaluate-run: {error}", err=True)
+        click.echo(f"intradist evaluate run: {error}", err=True)
         sys.exit(2)
     click.echo(f"{record['pair']} {record['method']} seed {record['seed']}: BLEU {record['bleu']:.2f}")
     click.echo(f"sacreBLEU signature: {record['signature']}")
@@ -321,3 +321,32 @@ def evaluate_main(checkpoint_dir: Optional[Path], lang: Optional[str], checkpoin
 
 if __name__ == "__main__":
     main()
+
+
+@click.command("intradist evaluate translation", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("data_bin", type=click.Path(path_type=Path))
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True)
+@click.option("--beam", default=5, show_default=True)
+@click.option("--batch-size", default=128, show_default=True)
+@click.option("--cpu", is_flag=True, help="Translate on the CPU even when a GPU is present.")
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Append the result as a JSON line.")
+def evaluate_checkpoint(data_bin: Path, checkpoint: Path, split: str, beam: int, batch_size: int, cpu: bool,
+                         json_out: Optional[Path]) -> None:  # fmt: skip
+    """Translate SPLIT of DATA_BIN with CHECKPOINT (beam search) and print sacreBLEU."""
+    for path, what in ((data_bin / "prepare.json", "a data-bin made by intradist prepare translation"),
+                       (checkpoint, "a checkpoint file")):  # fmt: skip
+        if not path.is_file():
+            raise UserError(f"{path}: not found; expected {what}")
+    try:
+        scored = translate_and_score(data_bin, checkpoint, split=split, beam=beam, batch_size=batch_size, cpu=cpu,
+                                     user_dir=USER_DIR)  # fmt: skip
+    except RuntimeError as error:  # fairseq-generate refused the checkpoint or the data
+        last_line = str(error).strip().splitlines()[-1]
+        raise UserError(f"{checkpoint}: fairseq-generate failed: {last_line}") from None
+    click.echo(f"BLEU {scored['bleu']:.2f}\nsacreBLEU signature: {scored['signature']}")
+    if json_out is not None:
+        record = {"checkpoint": str(checkpoint), "split": split, "beam": beam, "bleu": scored["bleu"],
+                  "signature": scored["signature"]}  # fmt: skip
+        with open(json_out, "a") as handle:
+            handle.write(json.dumps(record) + "\n")

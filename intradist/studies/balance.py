@@ -268,7 +268,7 @@ def write_study(out: Path, title: str, models: List[StudyModel], score_name: str
 
 @dataclass
 class Study:
-    """What both studies share; each field is a flag of ``intradist-balance-study``."""
+    """What both studies share; each field is a flag of ``intradist study balance``."""
 
     out: Path
     rounds: int = 2
@@ -283,7 +283,7 @@ class Study:
 
 @dataclass
 class TranslationStudy(Study):
-    """Settings of ``intradist-balance-study translation``."""
+    """Settings of ``intradist study balance translation``."""
 
     dataset: str = "multi30k"  # or iwslt14
     pair: str = "de"  # IWSLT'14 source language
@@ -297,10 +297,10 @@ class TranslationStudy(Study):
 
 @dataclass
 class VisionStudy(Study):
-    """Settings of ``intradist-balance-study vision``."""
+    """Settings of ``intradist study balance vision``."""
 
     data: str = "digits"
-    arch: Optional[str] = None  # train-vision's default for the data
+    arch: Optional[str] = None  # intradist train vision's default for the data
     pretrained_weights: Optional[Path] = None
     analysis_data: Optional[Path] = None  # an image folder of test images (CIFAR, Pet); digits and folders need none
     rounds: int = 3
@@ -392,7 +392,7 @@ def vision_study(settings: VisionStudy, command: str) -> Dict[str, object]:
 # ---------------------------------------------------------------------------------------------
 # Command line
 
-COMMAND = "intradist-balance-study"
+COMMAND = "intradist study balance"
 
 
 def _command_line() -> str:
@@ -467,10 +467,10 @@ def translation(**options) -> None:
 @main.command("vision")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/studies/vision-rounds"), show_default=True)
 @click.option("--data", default="digits", show_default=True,
-              help="digits (scikit-learn's, on a CPU), or an image folder / Oxford-IIIT Pet as train-vision --data.")
-@click.option("--arch", default=None, help="A train-vision --arch [default: resnet20 for small images, resnet50 else].")
+              help="digits (scikit-learn's, on a CPU), or an image folder / Oxford-IIIT Pet as intradist train vision --data.")
+@click.option("--arch", default=None, help="A intradist train vision --arch [default: resnet20 for small images, resnet50 else].")
 @click.option("--pretrained-weights", type=click.Path(path_type=Path), default=None,
-              help="Start every model from these weights (train-vision --pretrained-weights).")
+              help="Start every model from these weights (intradist train vision --pretrained-weights).")
 @click.option("--analysis-data", type=click.Path(path_type=Path), default=None,
               help="Image folder of test images for the sensitivities (needed for CIFAR and Pet).")
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,

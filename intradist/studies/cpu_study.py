@@ -10,7 +10,7 @@ Two comparisons from one set of runs per seed:
 
 Every training runs with one thread (``OMP_NUM_THREADS=1``), one at a time, so that times are
 comparable. Each evaluation is appended as a JSON line to ``results.jsonl`` (the format
-``scripts/results_table.py`` reads); a rerun skips finished trainings and evaluations.
+``intradist results translation`` reads); a rerun skips finished trainings and evaluations.
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def main(**options) -> None:
     try:
         records = run_study(**options)
     except UserError as error:
-        click.echo(f"intradist-cpu-study: {error}", err=True)
+        click.echo(f"intradist study cpu: {error}", err=True)
         sys.exit(2)
     click.echo((options["out"] / "results.md").read_text())
     click.echo(f"{len(records)} evaluations in {options['out'] / 'results.jsonl'}")

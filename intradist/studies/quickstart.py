@@ -189,7 +189,7 @@ def main(**options) -> None:
     try:
         rows = run_quickstart(**options)
     except UserError as error:
-        click.echo(f"intradist-quickstart: {error}", err=True)
+        click.echo(f"intradist quickstart: {error}", err=True)
         sys.exit(2)
     click.echo("\n" + markdown_table(rows))
     click.echo(f"\n{TABLE_NOTE}")

@@ -6,7 +6,7 @@ win. Every value is checked as the flag would check it, and a mistake is one lin
 file and the key. A run saves its effective flags as ``config.yaml`` in its output folder;
 ``--config OUT/config.yaml`` reruns the same experiment (give another ``--out``).
 
-    @click.command("train-glue")
+    @click.command("intradist train glue")
     @click.option("--epochs", type=float, default=20)
     @config_file_option
     def main(**options):

@@ -1,4 +1,4 @@
-"""``train-glue``: fine-tune a transformers encoder on a GLUE task with intra-distillation and/or distillation.
+"""``intradist train glue``: fine-tune a transformers encoder on a GLUE task with intra-distillation and/or distillation.
 
 A thin adapter over Hugging Face's ``Trainer``: :class:`intradist.trainers.hf.DistillationTrainer` overrides
 ``compute_loss`` so that every step is :meth:`DistillationSettings.objective` (K stochastic passes
@@ -48,7 +48,7 @@ from intradist.trainers.hf import (
     train_and_select,
 )
 
-COMMAND = "train-glue"
+COMMAND = "intradist train glue"
 
 def default_data_dir(task: GlueTask) -> Path:
     """``data/glue/TASK`` of the shipped corpora (or of ``$INTRADIST_DATA``)."""
@@ -163,12 +163,12 @@ def check_teacher(folder: Path, task: GlueTask) -> Any:
         raise UserError(f"--teacher {folder}: config.json is no transformers config ({first_line(error)})") from None
     architecture = (config.architectures or [type(config).__name__])[0]
     if not architecture.endswith("ForSequenceClassification"):
-        raise UserError(f"--teacher {folder}: a {architecture} has no classification head; give a train-glue folder")
+        raise UserError(f"--teacher {folder}: a {architecture} has no classification head; give a intradist train glue folder")
     trained_for = getattr(config, "glue_task", None)
     if config.num_labels != task.num_labels or (trained_for or task.name) != task.name:
         raise UserError(
             f"--teacher {folder}: trained for {trained_for or 'another task'} with {config.num_labels} labels, "
-            f"not {task.name} ({task.num_labels}); give a folder train-glue saved for --task {task.name}"
+            f"not {task.name} ({task.num_labels}); give a folder intradist train glue saved for --task {task.name}"
         )
     return config
 
@@ -278,10 +278,10 @@ def summary(record: Dict[str, Any], out: Path) -> str:
 EXAMPLES = """
 \b
 Examples:
-  train-glue --task RTE --out runs/glue/rte-baseline
-  train-glue --task RTE --out runs/glue/rte-intra --num-passes 3 --alpha 5 --adaptive-alpha
-  train-glue --task MNLI --model ~/models/bert-base-uncased --data-dir glue_data/MNLI --out runs/mnli
-  train-glue --task RTE --out runs/glue/rte-sd --teacher runs/glue/rte-baseline --kd-weight 0.5
+  intradist train glue --task RTE --out runs/glue/rte-baseline
+  intradist train glue --task RTE --out runs/glue/rte-intra --num-passes 3 --alpha 5 --adaptive-alpha
+  intradist train glue --task MNLI --model ~/models/bert-base-uncased --data-dir glue_data/MNLI --out runs/mnli
+  intradist train glue --task RTE --out runs/glue/rte-sd --teacher runs/glue/rte-baseline --kd-weight 0.5
 """
 
 

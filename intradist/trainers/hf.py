@@ -1,4 +1,4 @@
-"""The Hugging Face transformers adapter that ``train-glue`` and ``train-xtreme`` share.
+"""The Hugging Face transformers adapter that ``intradist train glue`` and ``intradist train xtreme`` share.
 
 :class:`DistillationTrainer` is transformers' ``Trainer`` with ``compute_loss`` replaced by
 :meth:`DistillationSettings.objective` (K stochastic passes, the loss math of

@@ -1,7 +1,7 @@
 """Named-entity recognition data (PAN-X / WikiANN in CoNLL form): reading, sub-token labels, entity F1.
 
 A file holds one ``token<TAB>tag`` per line and a blank line after each sentence (the layout
-``intradist-prepare-xtreme`` writes). A word's label goes on its first sub-token; its other
+``intradist prepare xtreme`` writes). A word's label goes on its first sub-token; its other
 sub-tokens, and the special tokens, get :data:`IGNORE` so that the loss and the evaluation see
 exactly one distribution per word (the divergence too, unless ``--intra-positions all``). A sentence
 longer than ``--max-length`` is cut, its last words predicted ``O`` at evaluation so that a score

@@ -1,4 +1,4 @@
-"""``train-vision``: image classifiers (torchvision ResNets, CIFAR-style ResNets) with intra-distillation.
+"""``intradist train vision``: image classifiers (torchvision ResNets, CIFAR-style ResNets) with intra-distillation.
 
 A plain torch loop around the one step objective of :mod:`intradist.trainers.settings`, which calls
 :mod:`intradist.losses` (label-smoothed cross-entropy, X-divergence between the K passes, the
@@ -30,7 +30,7 @@ division), the schedule ``2e-5·u`` then ``1e-3/√(u−49)`` over updates count
 dropped after epoch 75 (``--kd-epochs``), a classifier without bias (``--no-fc-bias``), ImageNet
 weights (``--pretrained-weights IMAGENET1K_V1``) and the 3,000/680 ``random_split`` of Pet's trainval.
 
-``train-vision grid`` trains an eight-model grid (intra-distillation × self-distillation × label
+``intradist train vision-grid`` trains an eight-model grid (intra-distillation × self-distillation × label
 smoothing) with our generic objective and writes its NLL table; ``scripts/vision/grid.sh`` runs
 the reproduction's eight configs. See ``docs/vision.md``.
 """
@@ -298,11 +298,11 @@ def load_pretrained_weights(model: nn.Module, path: Path) -> List[str]:
 
 def load_teacher(path: str, arch: str, num_classes: int, device: torch.device,
                  fc_bias: bool = True) -> Tuple[nn.Module, Path]:  # fmt: skip
-    """A model saved by ``train-vision`` (a ``model.pt``/``model_last.pt`` or output folder), frozen, in eval mode."""
+    """A model saved by ``intradist train vision`` (a ``model.pt``/``model_last.pt`` or output folder), frozen, in eval mode."""
     given = Path(path)
     file = given / "model.pt" if given.is_dir() else given
     if not file.is_file():
-        raise UserError(f"--teacher {path}: no such file (the model.pt of a train-vision run, or its --out folder)")
+        raise UserError(f"--teacher {path}: no such file (the model.pt of a intradist train vision run, or its --out folder)")
     metrics_file = file.parent / "metrics.json"
     if metrics_file.is_file():
         recorded = json.loads(metrics_file.read_text())
@@ -608,7 +608,7 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    click.echo(f"train-vision: {arch} on {data.description}; {data.sizes()}; image size {image_size}, augment "
+    click.echo(f"intradist train vision: {arch} on {data.description}; {data.sizes()}; image size {image_size}, augment "
                f"{augment}; K={settings.num_passes}, label smoothing {settings.label_smoothing}, teacher "
                f"{teacher_file or 'none'}; {total_steps} updates on {device}", err=True)  # fmt: skip
     history: List[Dict[str, Any]] = []
@@ -692,7 +692,7 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
     for name, text in (extra_files or {}).items():
         (partial / name).write_text(text)
     partial.rename(out)
-    click.echo(f"train-vision: best epoch {best['epoch']} (val NLL {best['val_nll']:.4f}); {data.test_split} NLL "
+    click.echo(f"intradist train vision: best epoch {best['epoch']} (val NLL {best['val_nll']:.4f}); {data.test_split} NLL "
                f"{test['nll']:.4f}, accuracy {100 * test['accuracy']:.2f}%; written to {out}", err=True)  # fmt: skip
     return metrics
 
@@ -914,7 +914,7 @@ def _fail(command: str, error: Exception) -> None:
     sys.exit(2)
 
 
-@click.command("train-vision", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("intradist train vision", context_settings={"help_option_names": ["-h", "--help"]})
 @_training_options(data_default=None, out_default=None)
 @click.option("--seed", default=1, show_default=True)
 @distillation_options
@@ -922,21 +922,21 @@ def _fail(command: str, error: Exception) -> None:
 def train_command(**options: Any) -> None:
     """Train an image classifier with the reproduction's recipe, optionally with intra-distillation and a teacher.
 
-    `train-vision grid --help`: the eight-model grid. Details: docs/vision.md.
+    `intradist train vision-grid --help`: the eight-model grid. Details: docs/vision.md.
     """
     try:
         settings = settings_from(options)
     except ValueError as error:
-        _fail("train-vision", error)
+        _fail("intradist train vision", error)
     try:
         ctx = click.get_current_context()
         metrics = train(_config(options), settings, extra_files={"config.yaml": config_text(ctx)})
     except UserError as error:
-        _fail("train-vision", error)
+        _fail("intradist train vision", error)
     click.echo(json.dumps({key: metrics[key] for key in ("best_epoch", "best_val_nll", "test_nll", "test_accuracy")}))
 
 
-@click.command("train-vision grid", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("intradist train vision-grid", context_settings={"help_option_names": ["-h", "--help"]})
 @_training_options(data_default="digits", out_default=Path("runs/vision-grid"))
 @click.option("--seeds", default="1", show_default=True, help="Comma-separated seeds; the table gives mean ± std.")
 @click.option("--passes", type=click.IntRange(min=2), default=3, show_default=True, help="K of the intra cells.")
@@ -958,27 +958,18 @@ def grid_command(**options: Any) -> None:
     try:
         seeds = tuple(int(seed) for seed in options.pop("seeds").split(",") if seed.strip())
     except ValueError:
-        _fail("train-vision grid", UserError("--seeds: give comma-separated integers, e.g. 1,2,3"))
+        _fail("intradist train vision-grid", UserError("--seeds: give comma-separated integers, e.g. 1,2,3"))
     if not seeds:
-        _fail("train-vision grid", UserError("--seeds: give at least one seed"))
+        _fail("intradist train vision-grid", UserError("--seeds: give at least one seed"))
     grid = GridSettings(seeds=seeds, **{name: options.pop(name) for name in (
         "passes", "alpha", "alpha_p", "alpha_q", "label_smoothing", "kd_weight", "kd_temperature")})  # fmt: skip
     try:
         run_grid(_config(options, seed=seeds[0]), grid)
     except UserError as error:
-        _fail("train-vision grid", error)
+        _fail("intradist train vision-grid", error)
     (Path(options["out"]) / "config.yaml").write_text(config_text(click.get_current_context()))
     click.echo((Path(options["out"]) / "grid.md").read_text())
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """``train-vision [flags]`` trains one model; ``train-vision grid [flags]`` trains the grid."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["grid"]:
-        grid_command.main(args[1:], prog_name="train-vision grid")
-    else:
-        train_command.main(args, prog_name="train-vision")
-
-
 if __name__ == "__main__":
-    main()
+    train_command()

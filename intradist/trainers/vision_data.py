@@ -1,4 +1,4 @@
-"""Image data for ``train-vision``: every source becomes train, validation and test datasets of the same kind.
+"""Image data for ``intradist train vision``: every source becomes train, validation and test datasets of the same kind.
 
 Sources (``--data``):
 

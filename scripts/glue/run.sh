@@ -3,7 +3,7 @@
 # the settings of configs/glue/TASK_{baseline,intra}.yaml: max length 128, batch 32, Adamax lr 2e-4
 # decayed linearly, 20 epochs, fp32, the best dev epoch kept.
 #
-#   bash scripts/glue/run.sh TASK METHOD [train-glue flags]
+#   bash scripts/glue/run.sh TASK METHOD [intradist train glue flags]
 #     TASK    CoLA SST-2 MRPC QQP STS-B MNLI QNLI RTE
 #     METHOD  baseline            cross-entropy only
 #             intra               + intra-distillation as the authors' run.sh: K=3 passes, alpha=0.5
@@ -11,7 +11,7 @@
 #                                   divergence summed over the batch (averaged for STS-B)
 #             self-distill        + KD from the baseline run of the same task and seed (trained first if missing)
 #             intra+self-distill  intra-distillation + KD from the intra run of the same task and seed
-#   Any further flag goes to train-glue and overrides the recipe (e.g. --epochs 3 --max-train-examples 500);
+#   Any further flag goes to intradist train glue and overrides the recipe (e.g. --epochs 3 --max-train-examples 500);
 #   the run folder's name does not record it, so try such variants with another INTRADIST_GLUE_OUT.
 #
 # Settings from the environment (BERT-base is not shipped: download it once and point to the folder):
@@ -21,7 +21,7 @@
 #   INTRADIST_SEEDS="1 2 3"    seeds to run                     (default: 1)
 # Writes OUT/TASK/METHOD-seedS/ (model folder + metrics.json) and appends each run's metrics as one
 # line to OUT/results.jsonl; a run whose metrics.json exists is skipped. Then:
-#   .venv/bin/python scripts/glue/results_table.py checkpoints/glue/results.jsonl
+#   .venv/bin/intradist results glue checkpoints/glue/results.jsonl
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
@@ -45,7 +45,7 @@ case "$method" in
 esac
 
 bash "$repo/scripts/setup.sh"
-train_glue="$repo/.venv/bin/train-glue"
+train_glue=("$repo/.venv/bin/intradist" train glue)
 out_root=${INTRADIST_GLUE_OUT:-$repo/checkpoints/glue}
 recipe=(--config "$repo/configs/glue/${slug}_baseline.yaml")
 intra=(--config "$repo/configs/glue/${slug}_intra.yaml")
@@ -65,7 +65,7 @@ train() {
     fi
     mkdir -p "$out_root/$task"
     echo "run.sh: $task $name seed $seed -> $dir"
-    "$train_glue" --out "$dir" --seed "$seed" "${model[@]}" "${data[@]}" "$@"
+    "${train_glue[@]}" --out "$dir" --seed "$seed" "${model[@]}" "${data[@]}" "$@"
     "$repo/.venv/bin/python" -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))' \
         "$dir/metrics.json" >> "$out_root/results.jsonl"
 }

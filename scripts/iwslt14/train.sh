@@ -10,6 +10,6 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bash "$repo/scripts/setup.sh"
 if [ "${1:-}" = "--smoke" ]; then
     shift
-    exec "$repo/.venv/bin/intradist-train-translation" --smoke de "${1:-baseline}" "${@:2}"
+    exec "$repo/.venv/bin/intradist" train translation --smoke de "${1:-baseline}" "${@:2}"
 fi
-exec "$repo/.venv/bin/intradist-train-translation" "$@"
+exec "$repo/.venv/bin/intradist" train translation "$@"

@@ -2,7 +2,7 @@
 # Zero-shot cross-lingual transfer with the paper's XTREME recipes (docs/xtreme.md): fine-tune on
 # English, score every language, once per seed. train_panx.sh and train_tydiqa.sh call this with their task.
 #
-#   bash scripts/xtreme/run.sh TASK METHOD [--xlmr base|large] [train-xtreme flags]
+#   bash scripts/xtreme/run.sh TASK METHOD [--xlmr base|large] [intradist train xtreme flags]
 #     TASK    panx    NER: configs/xtreme/panx_{baseline,intra}.yaml (the authors' train_panx.sh:
 #                     XLM-R large, 2 x 16 per update, lr 2e-5, 10 epochs, English dev F1 every 100
 #                     updates, best kept; test F1 on each of 48 languages; docs/fidelity/panx.yaml)
@@ -15,16 +15,16 @@
 #     --xlmr base|large   another encoder than the config's, with the authors' batch for it (large:
 #                         2 x 16, base: 8 x 4, train_panx.sh:45-51)
 #   The config's model is a hub name that transformers downloads on first use; INTRADIST_XTREME_MODEL=DIR
-#   gives a local model folder instead. Any further flag goes to train-xtreme and overrides the config
+#   gives a local model folder instead. Any further flag goes to intradist train xtreme and overrides the config
 #   (e.g. --max-train-examples 1000).
 #
 # Settings from the environment:
-#   INTRADIST_XTREME_DATA=DIR   what intradist-prepare-xtreme wrote (default: data-bin/xtreme)
+#   INTRADIST_XTREME_DATA=DIR   what intradist prepare xtreme wrote (default: data-bin/xtreme)
 #   INTRADIST_XTREME_OUT=DIR    where runs go                        (default: checkpoints/xtreme)
 #   INTRADIST_SEEDS="1 2"       seeds to run        (default: 1 2 3 4 5, the paper's five, as the authors' README says)
 # Writes OUT/TASK/MODEL/METHOD-seedS/ (model, zero_shot.{json,md}, metrics.json), appends each run's
 # record to OUT/results.jsonl and skips a run whose metrics.json exists. Then, mean ± std over the seeds:
-#   .venv/bin/python scripts/xtreme/results_table.py checkpoints/xtreme/results.jsonl
+#   .venv/bin/intradist results xtreme checkpoints/xtreme/results.jsonl
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
@@ -65,7 +65,7 @@ done
 model_name=$(basename "$model")
 
 bash "$repo/scripts/setup.sh"
-train_xtreme="$repo/.venv/bin/train-xtreme"
+train_xtreme=("$repo/.venv/bin/intradist" train xtreme)
 data=${INTRADIST_XTREME_DATA:-$repo/data-bin/xtreme}
 out_root=${INTRADIST_XTREME_OUT:-$repo/checkpoints/xtreme}
 alpha=()
@@ -82,7 +82,7 @@ train() {
     fi
     mkdir -p "$(dirname "$dir")"
     echo "run.sh: $task $name seed $seed ($model, $(basename "$config")) -> $dir"
-    "$train_xtreme" --config "$config" --data-dir "$data" --out "$dir" --seed "$seed" "${encoder[@]}" "$@"
+    "${train_xtreme[@]}" --config "$config" --data-dir "$data" --out "$dir" --seed "$seed" "${encoder[@]}" "$@"
     "$repo/.venv/bin/python" -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))' \
         "$dir/metrics.json" >> "$out_root/results.jsonl"
 }

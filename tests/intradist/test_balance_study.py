@@ -1,4 +1,4 @@
-"""Tests of intradist-balance-study: the claims check on hand-made numbers, and both studies at a tiny budget."""
+"""Tests of intradist study balance: the claims check on hand-made numbers, and both studies at a tiny budget."""
 
 from __future__ import annotations
 

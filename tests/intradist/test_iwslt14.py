@@ -232,7 +232,7 @@ def test_offline_download_fails_in_one_line_and_leaves_no_output(tmp_path, monke
     result = CliRunner().invoke(main, ["--out", str(out), "--pairs", "ar"])
     assert result.exit_code == 2
     assert result.output.strip() == (
-        "intradist-prepare-iwslt14: cannot download https://wit3.fbk.eu/archive/2014-01/texts/ar/en/ar-en.tgz "
+        "intradist prepare iwslt14: cannot download https://wit3.fbk.eu/archive/2014-01/texts/ar/en/ar-en.tgz "
         "([Errno -3] Temporary failure in name resolution); download it by hand and pass --archives DIR"
     )
     assert not out.exists()
@@ -275,7 +275,7 @@ def test_a_bad_archive_is_named_in_one_line_and_leaves_no_output(archives, tmp_p
     result = CliRunner().invoke(main, ["--out", str(out), "--pairs", "de", "--archives", str(archives)])
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1
-    assert result.output.startswith(f"intradist-prepare-iwslt14: {archive}: {problem}")
+    assert result.output.startswith(f"intradist prepare iwslt14: {archive}: {problem}")
     assert not out.exists()
 
 
@@ -313,9 +313,9 @@ def test_an_unknown_pair_and_a_missing_archive_are_refused_in_one_line(archives,
     result = CliRunner().invoke(main, ["--out", str(tmp_path / "out"), "--pairs", "de,xx"])
     assert result.exit_code == 2
     assert result.output.strip() == (
-        "intradist-prepare-iwslt14: --pairs: unknown source language 'xx'; choose from ar,de,es,fa,he,it,nl,pl"
+        "intradist prepare iwslt14: --pairs: unknown source language 'xx'; choose from ar,de,es,fa,he,it,nl,pl"
     )
     result = CliRunner().invoke(main, ["--out", str(tmp_path / "out"), "--pairs", "it", "--archives", str(archives)])
     assert result.exit_code == 2
-    assert result.output.startswith(f"intradist-prepare-iwslt14: --archives {archives}: no it-en.tgz there")
+    assert result.output.startswith(f"intradist prepare iwslt14: --archives {archives}: no it-en.tgz there")
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

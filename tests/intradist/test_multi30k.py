@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from click.testing import CliRunner
 
-from intradist.cli import prepare_translation
+from intradist.cli import cli
 from intradist.errors import UserError
 from intradist.prepare.multi30k import FILES, SOURCE, fetch, multi30k_corpus, text_sha256
 from intradist.paths import REPO_ROOT, corpus_dir
@@ -60,7 +60,7 @@ def test_without_the_shipped_copy_the_command_downloads_into_the_cache_or_fails_
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    result = CliRunner().invoke(prepare_translation, ["--out", str(tmp_path / "bin"), "--download"])
+    result = CliRunner().invoke(cli, ["prepare", "translation", "--out", str(tmp_path / "bin"), "--download"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "cannot download https://" in result.output and "set INTRADIST_DATA" in result.output
     assert not (tmp_path / "cache" / "intradist" / "multi30k").exists() and not (tmp_path / "bin").exists()

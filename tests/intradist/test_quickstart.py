@@ -76,7 +76,7 @@ def test_quickstart_report_is_offline_and_its_images_decode(tmp_path):
 def test_quickstart_rejects_bad_budget_in_one_line(tmp_path):
     result = CliRunner().invoke(main, ["--updates", "0", "--out", str(tmp_path / "q")])
     assert result.exit_code == 2
-    assert result.output.strip() == "intradist-quickstart: --updates must be positive, got 0"
+    assert result.output.strip() == "intradist quickstart: --updates must be positive, got 0"
     assert not (tmp_path / "q").exists()
 
 
@@ -85,5 +85,5 @@ def test_quickstart_refuses_a_file_as_output_folder(tmp_path):
     target.write_text("keep me\n")
     result = CliRunner().invoke(main, ["--out", str(target)])
     assert result.exit_code == 2
-    assert result.output.strip() == f"intradist-quickstart: --out {target}: exists and is not a folder"
+    assert result.output.strip() == f"intradist quickstart: --out {target}: exists and is not a folder"
     assert target.read_text() == "keep me\n"

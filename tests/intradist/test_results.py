@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from intradist.errors import UserError
-from intradist.results import format_mean_std, main, read_jsonl, results_table
+from intradist.cli import cli
+from intradist.results import format_mean_std, read_jsonl, results_table
 
 
 def _write(path, records):
@@ -54,11 +55,11 @@ def test_a_malformed_line_names_the_file_and_the_line(tmp_path):
 
 def test_command_prints_and_writes_the_table_and_refuses_bad_records(tmp_path):
     records = _write(tmp_path / "r.jsonl", [{"pair": "de-en", "method": "baseline", "bleu": 33.0}])
-    result = CliRunner().invoke(main, [str(records), "--out", str(tmp_path / "table.md")])
+    result = CliRunner().invoke(cli, ["results", "translation", str(records), "--out", str(tmp_path / "table.md")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "table.md").read_text().strip() == result.output.strip()
     missing = _write(tmp_path / "bad.jsonl", [{"pair": "de-en", "bleu": 1.0}])
-    result = CliRunner().invoke(main, [str(missing)])
+    result = CliRunner().invoke(cli, ["results", "translation", str(missing)])
     assert result.exit_code == 2 and "record 1 has no method" in result.output
     empty = _write(tmp_path / "empty.jsonl", [])
-    assert CliRunner().invoke(main, [str(empty)]).exit_code == 2
+    assert CliRunner().invoke(cli, ["results", "translation", str(empty)]).exit_code == 2

@@ -30,4 +30,4 @@ def test_two_rounds_each_teach_the_next_and_are_scored(tiny_data_bin, tmp_path):
 def test_rounds_refuse_a_folder_that_is_not_a_data_bin(tmp_path):
     result = CliRunner().invoke(main, [str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
-    assert result.output.strip() == f"intradist-self-distill: {tmp_path}: not a data-bin made by intradist-prepare-translation"
+    assert result.output.strip() == f"intradist train self-distill: {tmp_path}: not a data-bin made by intradist prepare translation"

@@ -81,7 +81,7 @@ def test_smoke_modes_train_evaluate_and_tabulate_every_method(tmp_path):
     assert all(0.0 <= r["bleu"] <= 100.0 and r["pair"] == "de-en" for r in records)
     assert len((runs / "intra-seed1" / "checkpoint_best.test.hyp").read_text().splitlines()) == 30
 
-    table = subprocess.run([str(REPO_ROOT / ".venv/bin/python"), "scripts/results_table.py", str(tmp_path / "results.jsonl")],
+    table = subprocess.run([str(REPO_ROOT / ".venv/bin/intradist"), "results", "translation", str(tmp_path / "results.jsonl")],
                            cwd=REPO_ROOT, capture_output=True, text=True)  # fmt: skip
     assert table.returncode == 0, table.stderr
     assert [line.split(" | ")[0].lstrip("| ") for line in table.stdout.splitlines()[2:]] == ["baseline", "intra", "self-distill"]
@@ -122,7 +122,7 @@ def test_a_rerun_resumes_from_the_last_checkpoint(tmp_path):
         (["xx", "baseline"], "LANG 'xx': not an IWSLT'14 pair"),
         (["de", "kd", "--smoke"], "METHOD kd needs --teacher"),
         (["de", "baseline", "--data", "/nonexistent"], "/nonexistent: not a prepared data-bin"),
-        (["de"], "usage: intradist-train-translation LANG METHOD"),
+        (["de"], "usage: intradist train translation LANG METHOD"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(tmp_path, args, message):

@@ -112,7 +112,7 @@ def run(*flags):
 def one_line_error(result, start: str) -> None:
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
-    assert result.output.startswith(f"intradist-prepare-xtreme: {start}"), result.output
+    assert result.output.startswith(f"intradist prepare xtreme: {start}"), result.output
 
 
 def tree(folder) -> list:
@@ -158,7 +158,7 @@ def test_prepares_both_tasks_in_the_contract_layout(archives, tmp_path):
                             "tydiqa-goldp-v1.1-train.json"]  # fmt: skip
     assert lock["tydiqa-goldp-v1.1-dev.tgz"] == xtreme.sha256_of(archives / "tydiqa-goldp-v1.1-dev.tgz")
     assert lock["panx_dataset/en.tar.gz"] == manifest["panx"]["sources"]["panx_dataset/en.tar.gz"]["sha256"]
-    # what train-xtreme reads
+    # what intradist train xtreme reads
     from intradist.trainers import ner_data, qa_data
 
     assert len(ner_data.read_conll(out / "panx" / "en" / "train.tsv")) == 2
@@ -233,7 +233,7 @@ def test_offline_fails_in_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     result = run("--out", out, "--tasks", "tydiqa")
     assert result.exit_code == 2
     assert result.output.strip() == (
-        "intradist-prepare-xtreme: cannot download "
+        "intradist prepare xtreme: cannot download "
         "https://storage.googleapis.com/tydiqa/v1.1/tydiqa-goldp-v1.1-train.json"
         " ([Errno -3] Temporary failure in name resolution); download it by hand into a folder and pass --archives DIR"
         " (or --tasks panx to skip TyDiQA-GoldP)"

@@ -1,4 +1,4 @@
-"""``--config FILE.yaml`` of train-glue, train-xtreme and train-vision, and the config.yaml every run saves."""
+"""``--config FILE.yaml`` of intradist train glue, intradist train xtreme and intradist train vision, and the config.yaml every run saves."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_flags_on_the_command_line_win_over_the_file(tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("task: RTE\nepoch: 3\n", "unknown key 'epoch'; train-glue has no flag --epoch"),
+    [("task: RTE\nepoch: 3\n", "unknown key 'epoch'; intradist train glue has no flag --epoch"),
      ("task: RTE\nepochs: three\n", "key 'epochs': 'three' is not a valid float range."),
      ("task: RTE\nnum-passes: 0\n", "key 'num-passes': 0 is not in the range x>=1."),
      ("- task\n- RTE\n", "expected a mapping of flags to values, got a list"),
@@ -63,14 +63,14 @@ def test_bad_config_files_are_one_line_errors(tmp_path, text, message):
     config.write_text(text)
     result = CliRunner().invoke(glue.main, ["--config", str(config), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [f"train-glue: --config {config}: {message}"]
+    assert result.output.strip().splitlines() == [f"intradist train glue: --config {config}: {message}"]
     assert not (tmp_path / "out").exists()
 
 
 def test_a_missing_config_file_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(xtreme.main, ["--config", str(tmp_path / "none.yaml")])
     assert result.exit_code == 2
-    assert result.output.strip() == f"train-xtreme: --config {tmp_path / 'none.yaml'}: no such file"
+    assert result.output.strip() == f"intradist train xtreme: --config {tmp_path / 'none.yaml'}: no such file"
 
 
 def test_xtreme_saves_and_reruns_its_config(tmp_path):

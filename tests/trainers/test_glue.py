@@ -1,4 +1,4 @@
-"""Tests of ``train-glue`` (intradist/trainers/glue.py, glue_tasks.py) on the real MiniLM and the real RTE sample.
+"""Tests of ``intradist train glue`` (intradist/trainers/glue.py, glue_tasks.py) on the real MiniLM and the real RTE sample.
 
 Fine-tuning runs are short (a few dozen CPU updates, max length 64) and share one module-scoped
 baseline and one intra-distillation run. Metric values are worked out by hand in the comments,
@@ -42,7 +42,7 @@ STEPS = 16
 
 
 def run(args: Sequence[str]):
-    """``train-glue ARGS`` in this process (the model stays in the page cache between runs)."""
+    """``intradist train glue ARGS`` in this process (the model stays in the page cache between runs)."""
     return CliRunner().invoke(glue.main, [str(arg) for arg in args], catch_exceptions=False)
 
 
@@ -336,7 +336,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, case):
     result = CliRunner().invoke(glue.main, [str(arg) for arg in args])
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0] and lines[0].startswith("train-glue: "), result.stderr
+    assert len(lines) == 1 and expected in lines[0] and lines[0].startswith("intradist train glue: "), result.stderr
     assert not out.exists() and not (tmp_path / "out.partial").exists()
 
 
@@ -346,17 +346,10 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, case):
 REPO = Path(__file__).resolve().parents[2]
 
 
-def load_results_table():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("glue_results_table", REPO / "scripts" / "glue" / "results_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_results_table_is_methods_by_task_metrics_with_mean_and_std_over_seeds(tmp_path):
-    table = load_results_table()
+    from intradist.cli import cli
+    from intradist.results import glue_table
+
     records = [
         {"task": "RTE", "method": "baseline", "seed": 1, "dev": {"dev": {"loss": 0.7, "accuracy": 0.60}}},
         {"task": "RTE", "method": "baseline", "seed": 2, "dev": {"dev": {"loss": 0.7, "accuracy": 0.70}}},
@@ -371,13 +364,13 @@ def test_results_table_is_methods_by_task_metrics_with_mean_and_std_over_seeds(t
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
     found = read_run_records([tmp_path / "results.jsonl", tmp_path / "runs"], ("task", "method", "seed", "dev"), "glue")
     assert len(found) == 4
-    lines = table.results_table(found).splitlines()
+    lines = glue_table(found).splitlines()
     assert lines[0] == "| method | MNLI-m acc | MNLI-mm acc | RTE acc |"
     # RTE baseline: 60 and 70 -> mean 65, sample std sqrt(((-5)^2 + 5^2) / 1) = 7.07
     assert lines[2] == "| baseline | — | — | 65.0 ± 7.1 (2) |"
     assert lines[3] == "| intra | 80.0 (1) | 81.0 (1) | 75.0 (1) |"
-    result = CliRunner().invoke(table.main, [str(tmp_path / "nothing.jsonl")])
-    assert result.exit_code == 2 and result.stderr.startswith("results_table.py: ")
+    result = CliRunner().invoke(cli, ["results", "glue", str(tmp_path / "nothing.jsonl")])
+    assert result.exit_code == 2 and result.stderr.startswith("intradist results glue: ")
 
 
 def test_run_sh_refuses_an_unknown_method_before_installing_anything():

@@ -3,7 +3,7 @@
 The references below are our own re-statements of ``Natural_Language_Understanding/run_glue_no_trainer.py``,
 written from reading it: ``intra_distillation`` (lines 201-219), ``intra_distillation_mse``
 (lines 221-239) and ``get_consistency_alpha`` (lines 191-198). The recipe side is the settings a
-config file of ``configs/glue/`` gives ``train-glue``, through ``DistillationSettings.objective``,
+config file of ``configs/glue/`` gives ``intradist train glue``, through ``DistillationSettings.objective``,
 the call ``DistillationTrainer.compute_loss`` makes.
 """
 
@@ -20,7 +20,7 @@ CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs" / "glue"
 
 
 def recipe_settings(config: str) -> DistillationSettings:
-    """The distillation switches of one shipped config file, as train-glue reads them."""
+    """The distillation switches of one shipped config file, as intradist train glue reads them."""
     values = {key.replace("-", "_"): value for key, value in yaml.safe_load((CONFIGS / config).read_text()).items()}
     return DistillationSettings(**{name: values[name] for name in DISTILLATION_FIELDS if name in values})
 
@@ -70,7 +70,7 @@ def test_glue_classification_objective_is_the_authors(config):
 
 
 def test_the_generic_default_differs_from_the_authors_by_the_batch_size():
-    """train-glue's own default averages the divergence: at the same alpha its term is 1/B of the recipe's."""
+    """intradist train glue's own default averages the divergence: at the same alpha its term is 1/B of the recipe's."""
     passes, labels = fixed_passes((32, 2)), torch.zeros(32, dtype=torch.long)
     mean_settings = DistillationSettings(num_passes=3, alpha=0.5)
     sum_settings = DistillationSettings(num_passes=3, alpha=0.5, intra_reduction="sum")

@@ -222,7 +222,7 @@ def test_max_context_check_takes_a_start_only_from_its_owning_window(tokenizer):
 
 
 def test_the_intra_recipe_file_runs_with_the_authors_windows_and_loss(tmp_path):
-    """train-xtreme --config tydiqa_intra.yaml (the MiniLM, 1 update on the fixtures) runs and records the
+    """intradist train xtreme --config tydiqa_intra.yaml (the MiniLM, 1 update on the fixtures) runs and records the
     recipe's switches: the authors' windows, the summed divergence, fp32, the last weights."""
     import json
 

@@ -1,4 +1,4 @@
-"""train-vision on real data (scikit-learn's digits) on the CPU: the eight-model grid, saved models that
+"""intradist train vision on real data (scikit-learn's digits) on the CPU: the eight-model grid, saved models that
 analysis loads, the recipe's schedule, one implementation of the divergence, the data readers, refusals."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from analysis.loading import load_checkpoint
 from intradist.errors import UserError
 from intradist.trainers.settings import DistillationSettings
 from intradist.trainers.vision import (
-    GRID, GridSettings, VisionConfig, grid_command, inverse_sqrt_lr, main, resnet20, run_grid, train,
+    GRID, GridSettings, VisionConfig, grid_command, inverse_sqrt_lr, resnet20, run_grid, train,
     train_command,
 )  # fmt: skip
 from intradist.trainers.vision_data import load_digits, load_image_data, read_cifar_pickle
@@ -68,7 +68,7 @@ def digit_images(tmp_path_factory) -> Path:
 def _one_line_error(result, *fragments):
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("train-vision"), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("intradist train vision"), result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
 
@@ -344,11 +344,12 @@ def test_bad_input_is_one_line_with_exit_2(grid_run, digit_images, tmp_path):
     assert not any(tmp_path.glob("o*"))
 
 
-def test_main_dispatches_grid_and_training(capsys):
-    for argv, expected in ((["grid", "--help"], "eight models"), (["--help"], "grid --help")):
-        with pytest.raises(SystemExit) as exit_info:
-            main(argv)
-        assert exit_info.value.code == 0 and expected in capsys.readouterr().out
+def test_the_command_family_reaches_training_and_the_grid():
+    from intradist.cli import cli
+
+    for argv, expected in ((["train", "vision-grid", "--help"], "eight models"), (["train", "vision", "--help"], "vision-grid")):
+        result = CliRunner().invoke(cli, argv)
+        assert result.exit_code == 0 and expected in result.output, result.output
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,11 +375,11 @@ NOTEBOOK_ROWS = {
 
 
 def _recipe(row: str):
-    """The VisionConfig and DistillationSettings that train-vision builds from configs/vision/pet_ROW.yaml."""
+    """The VisionConfig and DistillationSettings that intradist train vision builds from configs/vision/pet_ROW.yaml."""
     from intradist.trainers.settings import settings_from
     from intradist.trainers.vision import _config
 
-    ctx = train_command.make_context("train-vision", ["--config", str(PET_CONFIGS / f"pet_{row}.yaml")])
+    ctx = train_command.make_context("intradist train vision", ["--config", str(PET_CONFIGS / f"pet_{row}.yaml")])
     options = dict(ctx.params)
     options.pop("config", None)
     settings = settings_from(options)

@@ -1,4 +1,4 @@
-"""Tests of ``train-xtreme`` (intradist/trainers/xtreme.py, ner_data.py) on the real MiniLM and real-format fixtures.
+"""Tests of ``intradist train xtreme`` (intradist/trainers/xtreme.py, ner_data.py) on the real MiniLM and real-format fixtures.
 
 The fixtures (tests/fixtures/xtreme) are PAN-X-style CoNLL files for English (train/dev/test) and
 German (dev/test) and SQuAD-style TyDiQA files (English train/dev, German dev). Training runs are
@@ -383,7 +383,7 @@ def test_user_mistakes_are_one_line_errors_and_leave_nothing(tmp_path, args, mes
     result = run(["--task", "panx", "--out", out, *[a.replace("{tmp}", str(tmp_path)) for a in args]], catch=True)
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("train-xtreme: ")
+    assert len(lines) == 1 and lines[0].startswith("intradist train xtreme: ")
     assert __import__("re").search(message, lines[0]), lines[0]
     assert not out.exists() and not out.with_name("run.partial").exists()
 
@@ -412,7 +412,7 @@ def test_train_script_runs_the_recipe_and_the_table_collects_it(tmp_path, minilm
         assert settings["distillation"]["num_passes"] == 3 and settings["distillation"]["alpha"] == 1.0
         assert settings["distillation"]["intra_reduction"] == "sum" and settings["distillation"]["intra_positions"] == "all"
         assert settings["languages"] == ["de", "en"]  # the command line wins over the config's 48
-    table = subprocess.run([sys.executable, str(REPO / "scripts/xtreme/results_table.py"), str(tmp_path / "results.jsonl")],
+    table = subprocess.run([str(Path(sys.executable).with_name("intradist")), "results", "xtreme", str(tmp_path / "results.jsonl")],
                            capture_output=True, text=True)  # fmt: skip
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
@@ -422,11 +422,8 @@ def test_train_script_runs_the_recipe_and_the_table_collects_it(tmp_path, minilm
 
 
 def test_results_table_is_mean_and_std_over_seeds_per_language():
-    import importlib.util
+    from intradist.results import xtreme_tables
 
-    spec = importlib.util.spec_from_file_location("xtreme_results_table", REPO / "scripts/xtreme/results_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     records = [
         {"task": "tydiqa", "method": "intra", "seed": 1, "languages": {"en": {"f1": 60.0}, "sw": {"f1": 40.0}},
          "average": {"f1": 50.0}, "split": "dev"},
@@ -435,7 +432,7 @@ def test_results_table_is_mean_and_std_over_seeds_per_language():
         {"task": "tydiqa", "method": "baseline", "seed": 1, "languages": {"en": {"f1": 55.0}},
          "average": {"f1": 55.0}, "split": "dev"},
     ]  # fmt: skip
-    lines = module.results_tables(records).splitlines()
+    lines = xtreme_tables(records).splitlines()
     assert lines[0] == "**tydiqa** (dev f1, zero-shot from en)"
     assert lines[2] == "| method | en | sw | avg |"
     # intra en: 60, 70 -> 65.0 ± sample std sqrt((25 + 25) / 1) = 7.07; sw 45.0 ± 7.1; avg 55.0 ± 7.1
@@ -451,16 +448,13 @@ def test_the_scripts_run_the_five_seeds_of_the_paper_by_default():
 
 
 def test_results_table_averages_five_seeds_per_language():
-    import importlib.util
+    from intradist.results import xtreme_tables
 
-    spec = importlib.util.spec_from_file_location("xtreme_results_table", REPO / "scripts/xtreme/results_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     f1 = {"en": [84.0, 85.0, 86.0, 83.0, 87.0], "de": [78.0, 78.0, 79.0, 80.0, 80.0]}
     records = [{"task": "panx", "method": "intra", "seed": seed, "split": "test",
                 "languages": {lang: {"f1": values[seed - 1]} for lang, values in f1.items()},
                 "average": {"f1": (f1["en"][seed - 1] + f1["de"][seed - 1]) / 2}} for seed in range(1, 6)]  # fmt: skip
-    lines = module.results_tables(records).splitlines()
+    lines = xtreme_tables(records).splitlines()
     # en: mean 85.0, deviations -1 0 1 -2 2, sample variance 10 / 4 = 2.5, std 1.58
     # de: mean 79.0, deviations -1 -1 0 1 1, variance 4 / 4 = 1, std 1.00
     # avg: 81, 81.5, 82.5, 81.5, 83.5 -> mean 82.0, deviations -1 -0.5 0.5 -0.5 1.5, variance 3.75 / 4, std 0.97
@@ -474,5 +468,5 @@ def test_an_existing_out_folder_is_refused_unless_overwrite(tmp_path):
     (out / "keep.txt").write_text("mine\n")
     result = run(["--task", "panx", "--data-dir", FIXTURES, "--out", out], catch=True)
     assert result.exit_code == 2
-    assert result.output.strip() == f"train-xtreme: --out {out}: already exists; choose another folder or pass --overwrite"
+    assert result.output.strip() == f"intradist train xtreme: --out {out}: already exists; choose another folder or pass --overwrite"
     assert (out / "keep.txt").read_text() == "mine\n"
