@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 #: is a package with everything in it, or with a trailing ``$`` that one module alone.
 FLOORS = [
     ("ground", ["intradist$", "intradist.errors", "intradist.paths", "intradist.provenance", "intradist.downloads",
-                "intradist.results", "intradist.losses", "intradist.checkpoint_safety", "intradist.fidelity"]),
+                "intradist.results", "intradist.losses", "intradist.checkpoint_safety", "intradist.fidelity",
+                "intradist.settings"]),
     ("fairseq plugin", ["user_dir"]),
     ("analysis", ["analysis"]),
     ("trainers and data preparation", ["intradist.trainers", "intradist.prepare"]),

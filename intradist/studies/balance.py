@@ -123,7 +123,7 @@ def translation_models(settings: "TranslationStudy", data_bin: Path, out: Path) 
 
 def vision_models(settings: "VisionStudy", out: Path) -> List[StudyModel]:
     """Train and score the rounds and the intra-distillation model with the torchvision trainer."""
-    from intradist.trainers.settings import DistillationSettings
+    from intradist.settings import DistillationSettings
     from intradist.trainers.vision import VisionConfig, train
     from intradist.trainers.vision_data import load_image_data
 

@@ -26,7 +26,7 @@ from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
 
 from analysis.loading import quiet_transformers
 from intradist.errors import UserError
-from intradist.trainers.settings import DistillationSettings, distillation_options
+from intradist.settings import DistillationSettings, distillation_options
 from intradist.trainers.config_file import config_file_option
 from intradist.trainers.glue_tasks import Examples, GlueTask, get_task, read_split, split_file, task_metrics
 from intradist.trainers.hf import (

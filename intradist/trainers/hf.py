@@ -29,7 +29,7 @@ from transformers import Trainer, TrainerCallback
 
 from intradist.errors import UserError
 from intradist.provenance import git_commit, package_versions, sha256_of
-from intradist.trainers.settings import DistillationSettings, settings_from
+from intradist.settings import DistillationSettings, settings_from
 from intradist.trainers.config_file import config_text
 
 #: Evaluation records of the Trainer that say how fast, not how good (left out of metrics.json).

@@ -1,6 +1,6 @@
 """``intradist train vision``: image classifiers (torchvision ResNets, CIFAR-style ResNets) with intra-distillation.
 
-A plain torch loop around the one step objective of :mod:`intradist.trainers.settings`, which calls
+A plain torch loop around the one step objective of :mod:`intradist.settings`, which calls
 :mod:`intradist.losses` (label-smoothed cross-entropy, X-divergence between the K passes, the
 paper's adaptive α, knowledge distillation from a teacher). Nothing here computes a loss itself.
 
@@ -59,7 +59,7 @@ from intradist.errors import UserError
 from intradist.provenance import git_commit, package_versions, sha256_of
 from intradist.results import format_mean_std, markdown_table
 from intradist import losses
-from intradist.trainers.settings import DistillationSettings, distillation_options, settings_from
+from intradist.settings import DistillationSettings, distillation_options, settings_from
 from intradist.trainers.config_file import config_file_option, config_text
 from intradist.trainers.vision_data import (
     AUGMENTATIONS, HOLDOUT_METHODS, Holdout, ImageData, default_image_size, load_image_data, make_transform,

@@ -46,7 +46,7 @@ from analysis.loading import quiet_transformers
 from intradist.errors import UserError
 from intradist.results import markdown_table
 from intradist.trainers import ner_data, qa_data
-from intradist.trainers.settings import DistillationSettings, distillation_options
+from intradist.settings import DistillationSettings, distillation_options
 from intradist.trainers.config_file import config_file_option
 from intradist.trainers.hf import (
     EXTRACTIVE_QA,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from intradist.trainers.settings import DISTILLATION_FIELDS, DistillationSettings
+from intradist.settings import DISTILLATION_FIELDS, DistillationSettings
 
 CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs" / "glue"
 

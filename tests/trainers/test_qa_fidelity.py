@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from intradist.trainers.settings import DistillationSettings
+from intradist.settings import DistillationSettings
 from intradist.trainers.hf import EXTRACTIVE_QA
 from intradist.trainers.qa_data import QAExample, best_answers, eval_features, max_context, read_squad, train_features
 

@@ -21,7 +21,7 @@ import intradist.losses
 from analysis.batches import BatchOptions, make_batches
 from analysis.loading import load_checkpoint
 from intradist.errors import UserError
-from intradist.trainers.settings import DistillationSettings
+from intradist.settings import DistillationSettings
 from intradist.trainers.vision import (
     GRID, GridSettings, VisionConfig, grid_command, inverse_sqrt_lr, resnet20, run_grid, train,
     train_command,
@@ -376,7 +376,7 @@ NOTEBOOK_ROWS = {
 
 def _recipe(row: str):
     """The VisionConfig and DistillationSettings that intradist train vision builds from configs/vision/pet_ROW.yaml."""
-    from intradist.trainers.settings import settings_from
+    from intradist.settings import settings_from
     from intradist.trainers.vision import _config
 
     ctx = train_command.make_context("intradist train vision", ["--config", str(PET_CONFIGS / f"pet_{row}.yaml")])

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from intradist.errors import UserError
 from intradist.trainers import ner_data, xtreme
-from intradist.trainers.settings import DistillationSettings
+from intradist.settings import DistillationSettings
 from intradist.trainers.hf import EXTRACTIVE_QA, TOKEN_CLASSIFICATION, method_name
 
 torch.set_num_threads(1)

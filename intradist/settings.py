@@ -1,6 +1,7 @@
-"""What every non-fairseq trainer shares: the intra-distillation switches and the objective of a step.
+"""The one settings object of the distillation switches, and the objective of one step.
 
-The switches mirror the fairseq criterion's flags (``--num-passes``, ``--alpha``,
+Every trainer (transformers, torchvision) and every study or recipe that starts one takes a
+:class:`DistillationSettings`, validated once here. The switches mirror the fairseq criterion's flags (``--num-passes``, ``--alpha``,
 ``--adaptive-alpha``, ``--alpha-p``, ``--alpha-q``, ``--divergence``, ``--label-smoothing``,
 ``--teacher``, ``--kd-weight``, ``--kd-temperature``), so one vocabulary serves every trainer.
 """
