@@ -70,7 +70,8 @@ def cli() -> None:
     "translation": ("intradist.prepare.translation:command",
                     "Sentencepiece + fairseq-preprocess for a parallel corpus (default: the shipped Multi30k)."),
     "iwslt14": ("intradist.prepare.iwslt14:main", "IWSLT'14 XX-En as the paper prepares it, into fairseq data-bins."),
-    "xtreme": ("intradist.prepare.xtreme:main", "PAN-X and TyDiQA-GoldP into the files `intradist train xtreme` reads."),
+    "xtreme": ("intradist.prepare.xtreme.command:main",
+               "PAN-X and TyDiQA-GoldP into the files `intradist train xtreme` reads."),
 })  # fmt: skip
 def prepare() -> None:
     """Prepare data sets."""

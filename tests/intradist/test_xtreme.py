@@ -13,9 +13,12 @@ import zipfile
 import pytest
 from click.testing import CliRunner
 
-import intradist.prepare.xtreme as xtreme
 from intradist.errors import UserError
-from intradist.prepare.xtreme import TYDIQA_LANGUAGES, main, parse_panx
+from intradist.prepare.xtreme import tydiqa
+from intradist.prepare.xtreme.command import main
+from intradist.prepare.xtreme.panx import PANX_URL, parse_panx
+from intradist.prepare.xtreme.tydiqa import TYDIQA_LANGUAGES
+from intradist.provenance import sha256_of
 
 #: lang -> split -> raw PAN-X text (``lang:token<TAB>TAG``, blank line between sentences, none at the end).
 PANX = {
@@ -96,7 +99,7 @@ def write_dev_tgz(path, members: dict = None) -> None:
 @pytest.fixture
 def archives(tmp_path, monkeypatch):
     """A folder as --archives wants it; the published TyDiQA checksums do not apply to these fakes."""
-    monkeypatch.setattr(xtreme, "KNOWN_SHA256", {})
+    monkeypatch.setattr(tydiqa, "KNOWN_SHA256", {})
     folder = tmp_path / "archives"
     folder.mkdir()
     (folder / "tydiqa-goldp-v1.1-train.json").write_text(json.dumps(train_json(), ensure_ascii=False))
@@ -147,7 +150,7 @@ def test_prepares_both_tasks_in_the_contract_layout(archives, tmp_path):
     assert manifest["panx"]["files"]["en/train.tsv"] == {"sentences": 2, "tokens": 7,
                                                          "source": "panx_dataset/en.tar.gz:train"}  # fmt: skip
     assert manifest["panx"]["files"]["en/dev.tsv"]["sentences"] == 2
-    assert manifest["panx"]["sources"]["AmazonPhotos.zip"]["sha256"] == xtreme.sha256_of(archives / "AmazonPhotos.zip")
+    assert manifest["panx"]["sources"]["AmazonPhotos.zip"]["sha256"] == sha256_of(archives / "AmazonPhotos.zip")
     english = manifest["tydiqa"]["files"]["en/train.json"]
     assert (english["articles"], english["paragraphs"], english["questions"]) == (2, 2, 2)
     assert english["train_questions_by_language"] == {"arabic": 1, "english": 2, "finnish": 1}
@@ -156,7 +159,7 @@ def test_prepares_both_tasks_in_the_contract_layout(archives, tmp_path):
     lock = dict(reversed(line.split("  ")) for line in (out / "xtreme-archives.sha256").read_text().splitlines())
     assert sorted(lock) == ["panx_dataset/de.tar.gz", "panx_dataset/en.tar.gz", "tydiqa-goldp-v1.1-dev.tgz",
                             "tydiqa-goldp-v1.1-train.json"]  # fmt: skip
-    assert lock["tydiqa-goldp-v1.1-dev.tgz"] == xtreme.sha256_of(archives / "tydiqa-goldp-v1.1-dev.tgz")
+    assert lock["tydiqa-goldp-v1.1-dev.tgz"] == sha256_of(archives / "tydiqa-goldp-v1.1-dev.tgz")
     assert lock["panx_dataset/en.tar.gz"] == manifest["panx"]["sources"]["panx_dataset/en.tar.gz"]["sha256"]
     # what intradist train xtreme reads
     from intradist.trainers import ner_data, qa_data
@@ -197,7 +200,7 @@ def test_downloads_tydiqa_once_and_a_folder_of_panx_archives_works_like_the_zip(
         calls.append(urls)
         shutil.copy(archives / urls[0].rsplit("/", 1)[1], dest)
 
-    monkeypatch.setattr(xtreme, "download", fake_download)
+    monkeypatch.setattr(tydiqa, "download", fake_download)
     panx_folder = tmp_path / "panx"
     (panx_folder / "panx_dataset").mkdir(parents=True)
     with zipfile.ZipFile(archives / "AmazonPhotos.zip") as archive:
@@ -247,7 +250,7 @@ def test_without_the_panx_archive_tydiqa_is_done_and_the_manual_step_is_explaine
     result = run("--out", out, "--archives", archives)
     assert result.exit_code == 2
     assert result.stdout == f"prepared {out / 'tydiqa'}\n"
-    assert xtreme.PANX_URL in result.output and "--panx-archive PATH/AmazonPhotos.zip" in result.output
+    assert PANX_URL in result.output and "--panx-archive PATH/AmazonPhotos.zip" in result.output
     assert f"TyDiQA-GoldP is ready in {out / 'tydiqa'}" in result.output
     assert 3 <= len(result.output.strip().splitlines()) <= 9
     assert (out / "tydiqa" / "en" / "train.json").is_file() and not (out / "panx").exists()
@@ -299,11 +302,11 @@ def test_the_published_tydiqa_checksum_is_enforced_and_a_bad_download_is_removed
     def fake_download(urls, dest, hint):
         dest.write_text(json.dumps(train_json()))
 
-    monkeypatch.setattr(xtreme, "download", fake_download)
+    monkeypatch.setattr(tydiqa, "download", fake_download)
     out = tmp_path / "out"
     result = run("--out", out, "--tasks", "tydiqa")
     one_line_error(result, f"{out / 'archives' / 'tydiqa-goldp-v1.1-train.json'}: SHA-256 ")
-    assert f"is not the published {xtreme.KNOWN_SHA256['tydiqa-goldp-v1.1-train.json']}" in result.output
+    assert f"is not the published {tydiqa.KNOWN_SHA256['tydiqa-goldp-v1.1-train.json']}" in result.output
     assert not (out / "archives" / "tydiqa-goldp-v1.1-train.json").exists() and not (out / "tydiqa").exists()
 
 
