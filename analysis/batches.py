@@ -23,7 +23,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from analysis.loading import LoadedModel, import_callable
+from analysis.loaders.model import LoadedModel
+from analysis.loaders.user_code import import_callable
 from intradist.errors import UserError
 from intradist.results import parse_jsonl
 
