@@ -23,11 +23,8 @@ stratified by class, ``random_state=0``) or ``random-split``, which is
 the reproduction study's split of Pet's 3,680 trainval images into 3,000 training and 680
 validation images with seed 42 (e.g. IntraSmooth.ipynb cell 4 line 4).
 
-Images travel as uint8 tensors ``[3, H, W]`` through one transform pipeline (torchvision
-``transforms.v2``): augmentation (``imagenet``: RandomResizedCrop + horizontal flip; ``pad-crop``:
-random crop after padding by 1/8 of the side, plus a flip except for digits; ``none``), then for
-evaluation Resize + CenterCrop (photos are resized to 256/224 of the crop first, ImageNet-style;
-CIFAR and digits, square at their native size, are not), and ImageNet mean/std normalisation.
+Images travel as uint8 tensors ``[3, H, W]`` into the transforms of
+:mod:`intradist.trainers.vision_transforms`.
 """
 
 from __future__ import annotations
@@ -43,10 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from intradist.errors import UserError
-
-#: ImageNet statistics (as analysis.batches normalises): every source is normalised with them.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from intradist.trainers.vision_transforms import make_transform
 
 #: The seed of every fixed data split (digits train/val/test; validation held out of CIFAR and Pet).
 SPLIT_SEED = 0
@@ -55,7 +49,6 @@ VALIDATION_FRACTION = 0.1
 #: Digits: images held out for validation and for test (the rest, 1,077, train).
 DIGITS_HELD_OUT = 360
 
-AUGMENTATIONS = ("auto", "imagenet", "pad-crop", "none")
 #: How CIFAR and Pet hold out their validation images (see the module docstring).
 HOLDOUT_METHODS = ("stratified", "random-split")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -109,6 +102,11 @@ class ImageData:
 
     def sizes(self) -> Dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def default_image_size(data: ImageData) -> int:
+    """The native side of digits (8) and CIFAR (32); 224 for photos."""
+    return data.native_size or 224
 
 
 def _unchanged(image: torch.Tensor) -> torch.Tensor:
@@ -428,43 +426,3 @@ def load_image_folder(root: Path) -> ImageData:
         classes=classes, train=train, val=val, test=test, test_split="test" if has_test else "val",
         native_size=None, in_memory=False,
     )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------
-# Transforms
-
-
-def default_image_size(data: ImageData) -> int:
-    """The native side of digits (8) and CIFAR (32); 224 for photos."""
-    return data.native_size or 224
-
-
-def resolve_augmentation(augment: str, kind: str) -> str:
-    """``auto``: ``pad-crop`` for digits, ``imagenet`` (RandomResizedCrop + flip) for everything else."""
-    if augment not in AUGMENTATIONS:
-        raise UserError(f"--augment {augment}: choose one of {', '.join(AUGMENTATIONS)}")
-    if augment == "auto":
-        return "pad-crop" if kind == "digits" else "imagenet"
-    return augment
-
-
-def make_transform(image_size: int, train: bool, augment: str, kind: str,
-                   native_size: Optional[int]) -> Callable[[torch.Tensor], torch.Tensor]:  # fmt: skip
-    """uint8 ``[3, H, W]`` -> normalised float ``[3, S, S]``, augmented for training (see the module docstring)."""
-    from torchvision.transforms import v2
-
-    augment = resolve_augmentation(augment, kind)
-    steps: List[Any] = []
-    if train and augment == "imagenet":
-        steps += [v2.RandomResizedCrop(image_size, antialias=True)]
-    else:
-        resize = image_size if native_size else round(image_size * 256 / 224)
-        if native_size != image_size:
-            steps.append(v2.Resize(resize, antialias=True))
-        steps.append(v2.CenterCrop(image_size))
-        if train and augment == "pad-crop":
-            steps.append(v2.RandomCrop(image_size, padding=max(1, image_size // 8)))
-    if train and augment != "none" and kind != "digits":  # digits are not mirror-symmetric
-        steps.append(v2.RandomHorizontalFlip())
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    return v2.Compose(steps)

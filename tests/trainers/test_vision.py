@@ -22,11 +22,12 @@ from analysis.batches import BatchOptions, make_batches
 from analysis.loading import load_checkpoint
 from intradist.errors import UserError
 from intradist.settings import DistillationSettings
-from intradist.trainers.vision import (
-    GRID, GridSettings, VisionConfig, grid_command, inverse_sqrt_lr, resnet20, run_grid, train,
-    train_command,
-)  # fmt: skip
+from intradist.trainers.vision import grid_command, train_command
 from intradist.trainers.vision_data import load_digits, load_image_data, read_cifar_pickle
+from intradist.trainers.vision_grid import GRID, GridSettings, run_grid
+from intradist.trainers.vision_models import resnet20
+from intradist.trainers.vision_schedules import inverse_sqrt_lr
+from intradist.trainers.vision_training import VisionConfig, train
 
 #: 3 epochs of 18 updates put every grid cell at 67-78 % test accuracy (measured); chance is 10 %.
 GRID_EPOCHS = 3
@@ -118,6 +119,24 @@ def test_grid_writes_the_nll_table_with_eight_rows(grid_run):
     assert len(json.loads((root / "grid.json").read_text())["records"]) == 8
 
 
+def test_grid_cells_take_the_shared_distillation_settings_and_only_their_own_switches(tmp_path):
+    shared = DistillationSettings(num_passes=4, alpha=2.0, adaptive_alpha=False, divergence="js",
+                                  label_smoothing=0.2, kd_weight=0.3, kd_temperature=2.0)  # fmt: skip
+    grid = GridSettings(shared, seeds=(1, 2))
+    teacher = tmp_path / "teacher" / "model.pt"
+    for cell in GRID:
+        settings = grid.for_cell(cell, teacher)
+        assert settings.num_passes == (4 if cell.intra else 1)
+        assert settings.label_smoothing == (0.2 if cell.label_smoothing else 0.0)
+        assert settings.teacher == (str(teacher) if cell.self_distillation else None)
+        rest = ("alpha", "adaptive_alpha", "divergence", "kd_weight", "kd_temperature")
+        assert [getattr(settings, name) for name in rest] == [getattr(shared, name) for name in rest]
+    with pytest.raises(UserError, match="--passes 1"):
+        GridSettings(DistillationSettings(num_passes=1))
+    with pytest.raises(UserError, match="at least one seed"):
+        GridSettings(seeds=())
+
+
 def test_grid_rerun_reuses_finished_cells(grid_run):
     root, records = grid_run
     again = run_grid(VisionConfig(data="digits", out=root, epochs=GRID_EPOCHS), GridSettings(), progress=False)
@@ -134,9 +153,9 @@ def test_saved_model_loads_weights_only_and_in_analysis_through_the_factory(grid
     state = torch.load(path, weights_only=True)
     assert set(state) == set(resnet20().state_dict())
     metrics = json.loads((path.parent / "metrics.json").read_text())
-    assert "--model-factory intradist.trainers.vision:resnet20" in metrics["analyze"]
+    assert "--model-factory intradist.trainers.vision_models:resnet20" in metrics["analyze"]
 
-    loaded = load_checkpoint(path, model_factory="intradist.trainers.vision:resnet20")
+    loaded = load_checkpoint(path, model_factory="intradist.trainers.vision_models:resnet20")
     batches = make_batches(loaded, BatchOptions(hook="intradist.trainers.vision_data:digits_batches", batch_size=60))
     assert sum(len(labels) for _, labels in batches) == 360
     with torch.no_grad():
@@ -341,6 +360,8 @@ def test_bad_input_is_one_line_with_exit_2(grid_run, digit_images, tmp_path):
     _one_line_error(run("--data", "digits", "--kd-epochs", "75", "--out", tmp_path / "o11"), "--kd-epochs", "--teacher")
     grid = CliRunner().invoke(grid_command, ["--seeds", "one", "--out", str(tmp_path / "g")])
     _one_line_error(grid, "--seeds")
+    no_seeds = CliRunner().invoke(grid_command, ["--seeds", ",", "--out", str(tmp_path / "g")])
+    _one_line_error(no_seeds, "--seeds", "at least one seed")
     assert not any(tmp_path.glob("o*"))
 
 
@@ -425,7 +446,8 @@ def _notebook_micro_batch_loss(outputs, labels, teacher, row, num_update, epoch0
 @pytest.mark.parametrize("row", sorted(NOTEBOOK_ROWS))
 @pytest.mark.parametrize(("num_update", "epoch0"), [(37, 0), (700, 14), (3990, 79)])
 def test_paper_recipe_objective_equals_the_notebooks_on_fixed_logits(row, num_update, epoch0):
-    from intradist.trainers.vision import effective_settings, step_objective, teacher_in_epoch
+    from intradist.trainers.vision_schedules import teacher_in_epoch
+    from intradist.trainers.vision_step import effective_settings, step_objective
 
     config, settings = _recipe(row)
     generator = torch.Generator().manual_seed(7)
@@ -461,7 +483,7 @@ def test_paper_recipe_objective_equals_the_notebooks_on_fixed_logits(row, num_up
 
 
 def test_paper_recipe_accumulates_micro_batches_of_4_into_updates_of_60_as_the_notebooks():
-    from intradist.trainers.vision import effective_settings, training_step
+    from intradist.trainers.vision_step import effective_settings, training_step
 
     for row in ("intra-sd-ls", "sd"):
         config, settings = _recipe(row)
@@ -490,7 +512,7 @@ def test_paper_recipe_accumulates_micro_batches_of_4_into_updates_of_60_as_the_n
 
 
 def test_paper_recipe_lr_schedule_is_the_notebooks_at_every_update():
-    from intradist.trainers.vision import learning_rate
+    from intradist.trainers.vision_schedules import learning_rate
 
     for row in NOTEBOOK_ROWS:
         config, _ = _recipe(row)
@@ -506,7 +528,7 @@ def test_paper_recipe_lr_schedule_is_the_notebooks_at_every_update():
 
 
 def test_paper_recipe_drops_the_teacher_term_from_the_notebooks_epoch_75():
-    from intradist.trainers.vision import teacher_in_epoch
+    from intradist.trainers.vision_schedules import teacher_in_epoch
 
     for row in ("sd", "sd-ls", "intra-sd", "intra-sd-ls"):
         config, settings = _recipe(row)
@@ -518,7 +540,7 @@ def test_paper_recipe_drops_the_teacher_term_from_the_notebooks_epoch_75():
 def test_reproduction_resnet50_has_dropout_after_every_relu_and_no_classifier_bias():
     import torchvision
 
-    from intradist.trainers.vision import build_model
+    from intradist.trainers.vision_models import build_model
 
     config, _ = _recipe("intra")
     model = build_model(config.arch, NOTEBOOK_CLASSES, config.dropout, config.dropout_placement, config.fc_bias)
@@ -543,7 +565,8 @@ def test_reproduction_resnet50_has_dropout_after_every_relu_and_no_classifier_bi
 def test_pretrained_weights_by_name_are_read_from_the_torch_hub_cache(tmp_path, monkeypatch):
     import torchvision
 
-    from intradist.trainers.vision import build_model, load_pretrained_weights, pretrained_weights_file
+    from intradist.trainers.vision_models import build_model
+    from intradist.trainers.vision_weights import load_pretrained_weights, pretrained_weights_file
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
