@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import gzip
 import itertools
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Tests of ``intradist train xtreme`` (intradist/trainers/xtreme.py, ner_data.py) on the real MiniLM and real-format fixtures.
+"""Tests of ``intradist train xtreme`` (intradist/trainers/xtreme*.py, ner_data.py) on the real MiniLM and real-format fixtures.
 
 The fixtures (tests/fixtures/xtreme) are PAN-X-style CoNLL files for English (train/dev/test) and
 German (dev/test) and SQuAD-style TyDiQA files (English train/dev, German dev). Training runs are
@@ -8,6 +8,7 @@ transformers' own heads. Metric values are worked out by hand in the comments.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -20,6 +21,8 @@ from click.testing import CliRunner
 
 from intradist.errors import UserError
 from intradist.trainers import ner_data, xtreme
+from intradist.trainers.xtreme_run import load_student
+from intradist.trainers.xtreme_tasks import TASKS, XtremeConfig, collator, split_path, train_set
 from intradist.settings import DistillationSettings
 from intradist.trainers.hf import EXTRACTIVE_QA, TOKEN_CLASSIFICATION, method_name
 
@@ -151,10 +154,10 @@ def _batch(minilm_folder, task_name):
     from transformers import AutoTokenizer, DataCollatorForTokenClassification, DataCollatorWithPadding
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_folder, local_files_only=True)
-    config = xtreme.XtremeConfig(task=task_name, out=Path("unused"), data_dir=FIXTURES).resolved()
-    config = xtreme.dataclasses.replace(config, max_length=128, doc_stride=32)
-    task = xtreme.TASKS[task_name]
-    rows, _ = xtreme.train_set(task, tokenizer, xtreme.split_path(FIXTURES, task, "en", "train"), config)
+    config = XtremeConfig(task=task_name, out=Path("unused"), data_dir=FIXTURES).resolved()
+    config = dataclasses.replace(config, max_length=128, doc_stride=32)
+    task = TASKS[task_name]
+    rows, _ = train_set(task, tokenizer, split_path(FIXTURES, task, "en", "train"), config)
     collator = (DataCollatorForTokenClassification(tokenizer) if task_name == "panx"
                 else DataCollatorWithPadding(tokenizer))  # fmt: skip
     return task, collator([rows[i] for i in range(6)])
@@ -164,7 +167,7 @@ def _batch(minilm_folder, task_name):
 def test_single_pass_objective_is_the_models_own_loss(minilm_folder, task_name):
     task, batch = _batch(minilm_folder, task_name)
     torch.manual_seed(0)
-    _, model, _ = xtreme.load_student(str(minilm_folder), task)
+    _, model, _ = load_student(str(minilm_folder), task)
     model.eval()
     reference = model(**batch).loss  # transformers' loss: CE over first sub-tokens / (start CE + end CE) / 2
     features = {k: v for k, v in batch.items() if k not in task.head.label_names}
@@ -262,7 +265,7 @@ def test_the_panx_recipe_objective_is_the_authors_loss_on_a_padded_batch():
 
     assert passes == 3 and objective(settings) == pytest.approx(authors, rel=1e-6)
     # the generic default (a mean over labelled positions) is a different objective: the check can fail
-    generic = xtreme.dataclasses.replace(settings, intra_reduction="mean", intra_positions="labelled")
+    generic = dataclasses.replace(settings, intra_reduction="mean", intra_positions="labelled")
     assert objective(generic) != pytest.approx(authors, rel=1e-3)
 
 
@@ -284,11 +287,11 @@ def test_the_panx_recipe_alpha_schedule_is_the_authors():
     # alpha 1 (the recipe) is constant; alpha 10 (train_panx.sh's default) ramps with p = 2, q = 5
     settings = _recipe_settings(PANX_INTRA)
     for alpha in (settings.alpha, 10.0):
-        switched = xtreme.dataclasses.replace(settings, alpha=alpha)
+        switched = dataclasses.replace(settings, alpha=alpha)
         for step in (1, 100, 1250, 3124, 3125, 6000):
             expected = _authors_alpha(alpha, step, 6250, 2.0, 5.0)
             assert switched.alpha_at(step, 6250) == pytest.approx(expected, rel=1e-9)
-    assert xtreme.dataclasses.replace(settings, alpha=10.0).alpha_at(1250, 6250) == pytest.approx(1.0)  # N/q
+    assert dataclasses.replace(settings, alpha=10.0).alpha_at(1250, 6250) == pytest.approx(1.0)  # N/q
 
 
 @pytest.mark.parametrize("row", ["baseline", "intra"])
@@ -298,10 +301,10 @@ def test_the_panx_recipe_pads_every_batch_to_128_and_splits_long_sentences(minil
     values = yaml.safe_load((REPO / "configs" / "xtreme" / f"panx_{row}.yaml").read_text())
     flags = {key.replace("-", "_"): value for key, value in values.items()}
     fields = {name: flags[name] for name in ("max_length", "pad_to_max_length", "long_sentences", "extra_sep")}
-    config = xtreme.XtremeConfig(task="panx", out=Path("unused"), data_dir=FIXTURES, **fields).resolved()
-    task = xtreme.TASKS["panx"]
-    rows, _ = xtreme.train_set(task, minilm_tokenizer, xtreme.split_path(FIXTURES, task, "en", "train"), config)
-    batch = xtreme.collator(task, minilm_tokenizer, config)([rows[i] for i in range(3)])
+    config = XtremeConfig(task="panx", out=Path("unused"), data_dir=FIXTURES, **fields).resolved()
+    task = TASKS["panx"]
+    rows, _ = train_set(task, minilm_tokenizer, split_path(FIXTURES, task, "en", "train"), config)
+    batch = collator(task, minilm_tokenizer, config)([rows[i] for i in range(3)])
     assert fields == {"max_length": 128, "pad_to_max_length": True, "long_sentences": "split", "extra_sep": True}
     assert batch["input_ids"].shape == batch["labels"].shape == (3, 128)
     assert int(batch["attention_mask"].sum()) < 3 * 128  # the fixtures' sentences are short: padding is there
