@@ -45,7 +45,6 @@ update), ``vision_training`` (one run: :func:`~intradist.trainers.vision_trainin
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -157,10 +156,7 @@ def train_command(**options: Any) -> None:
 
     `intradist train vision-grid --help`: the eight-model grid. Details: docs/vision.md.
     """
-    try:
-        settings = settings_from(options)
-    except ValueError as error:  # inconsistent switches, e.g. --kd-weight outside [0, 1]
-        raise UserError(str(error)) from None
+    settings = settings_from(options)
     ctx = click.get_current_context()
     metrics = train(_config(options), settings, extra_files={"config.yaml": config_text(ctx)})
     click.echo(json.dumps({key: metrics[key] for key in ("best_epoch", "best_val_nll", "test_nll", "test_accuracy")}))
@@ -194,13 +190,8 @@ def grid_command(**options: Any) -> None:
         seeds = tuple(int(seed) for seed in options.pop("seeds").split(",") if seed.strip())
     except ValueError:
         raise UserError("--seeds: give comma-separated integers, e.g. 1,2,3") from None
-    try:
-        distillation = replace(GRID_DISTILLATION, num_passes=options.pop("passes"), **{
-            name: options.pop(name) for name in ("alpha", "alpha_p", "alpha_q", "label_smoothing", "kd_weight",
-                                                 "kd_temperature")})  # fmt: skip
-    except ValueError as error:  # inconsistent switches, e.g. --kd-weight outside [0, 1]
-        raise UserError(str(error)) from None
-    grid = GridSettings(distillation, seeds)
+    options["num_passes"] = options.pop("passes")  # --passes: K of the intra cells
+    grid = GridSettings(settings_from(options, base=GRID_DISTILLATION), seeds)
     run_grid(_config(options, seed=seeds[0]), grid)
     (Path(options["out"]) / "config.yaml").write_text(config_text(click.get_current_context()))
     click.echo((Path(options["out"]) / "grid.md").read_text())
