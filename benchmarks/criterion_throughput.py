@@ -10,13 +10,14 @@ the same batches, each as its own ``fairseq_cli.train`` subprocess:
 3. ``intra_distillation`` with K = 2 and 3 passes, ``--pass-strategy batch`` and ``sequential``
    (alpha 5, constant); its step time must stay within K times the baseline's.
 
-Timing: the child prints a timestamp (``time.perf_counter``, after a CUDA synchronise on GPU)
-at the end of each ``Trainer.train_step``; the timed window runs from the end of update W to
-the end of update W+N, so it holds N whole iterations of the training loop (data loading,
-step, logging). fairseq's own ``wall``/``train_wall`` fields are rounded to whole seconds, too
-coarse for sub-second updates; the target tokens of each update are the ``wpb`` field of the
-``train_inner`` lines (``--log-interval 1``). Configurations run interleaved, ``--repeats``
-times (the order reversed on every other repeat), and the median is reported.
+Timing: the child (``benchmarks/criterion_throughput_child.py``) prints a timestamp
+(``time.perf_counter``, after a CUDA synchronise on GPU) at the end of each ``Trainer.train_step``;
+the timed window runs from the end of update W to the end of update W+N, so it holds N whole
+iterations of the training loop (data loading, step, logging). fairseq's own ``wall``/``train_wall``
+fields are rounded to whole seconds, too coarse for sub-second updates; the target tokens of each
+update are the ``wpb`` field of the ``train_inner`` lines (``--log-interval 1``). Configurations
+run interleaved, ``--repeats`` times (the order reversed on every other repeat), and the median is
+reported.
 
 Besides that spec measure, the table gives the median wall time of a single update, pooled over
 the repeats: since every configuration trains on the same batches it compares like with like,
@@ -64,46 +65,8 @@ TRAIN_INNER = re.compile(r"(?:\| train_inner \| |:train_inner:)(\{.*\})\s*$")
 KD_TARGET = 0.98
 """Spec: ``label_smoothed_kd`` without a teacher keeps at least this fraction of fairseq's tokens/s."""
 
-# Runs inside each child: time every update, report memory and versions, then fairseq-train.
-CHILD = r"""
-import json, os, resource, sys, time
-from fairseq_cli.train import cli_main  # first: it sets up fairseq's logging format
-import torch
-import fairseq
-from fairseq.trainer import Trainer
-
-_original_train_step = Trainer.train_step
-_first = [True]
-
-def _timed_train_step(self, samples, raise_oom=False):
-    if _first[0]:
-        _first[0] = False
-        cuda = bool(self.cuda)
-        print("BENCH_ENV " + json.dumps({
-            "torch": torch.__version__,
-            "fairseq": fairseq.__version__,
-            "python": sys.version.split()[0],
-            "torch_threads": torch.get_num_threads(),
-            "cuda_device": torch.cuda.get_device_name() if cuda else None,
-            "pre_train_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        }), flush=True)
-    output = _original_train_step(self, samples, raise_oom)
-    if self.cuda:
-        torch.cuda.synchronize()
-    print("BENCH_STEP %d %.6f %.6f" % (self.get_num_updates(), time.perf_counter(), time.process_time()), flush=True)
-    return output
-
-Trainer.train_step = _timed_train_step
-
-def _report_cuda_peak():
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        print("BENCH_CUDA_PEAK %d" % torch.cuda.max_memory_allocated(), flush=True)
-
-import atexit
-atexit.register(_report_cuda_peak)
-sys.argv[0] = "fairseq-train"
-cli_main()
-"""
+#: Each child: fairseq-train with every update timed (benchmarks/criterion_throughput_child.py), run from REPO_ROOT.
+CHILD = [sys.executable, "-m", "benchmarks.criterion_throughput_child"]
 
 
 @dataclass(frozen=True)
@@ -161,7 +124,7 @@ def run_one(config: Config, common: List[str], env: Dict[str, str], log_path: Pa
         task = ["--user-dir", str(REPO_ROOT / "user_dir"), "--task", "translation_intra_distillation"]
     else:
         task = ["--task", "translation"]
-    command = [sys.executable, "-c", CHILD] + common + task + ["--criterion", config.criterion] + list(config.args)
+    command = CHILD + common + task + ["--criterion", config.criterion] + list(config.args)
     steps: Dict[int, float] = {}
     cpu: Dict[int, float] = {}
     tokens: Dict[int, float] = {}
@@ -169,7 +132,7 @@ def run_one(config: Config, common: List[str], env: Dict[str, str], log_path: Pa
     info: dict = {}
     cuda_peak: Optional[int] = None
     with open(log_path, "w", encoding="utf-8") as log:
-        log.write("# " + shlex.join(command[:2] + ["<child wrapper>"] + command[3:]) + "\n")
+        log.write("# " + shlex.join(command) + "\n")
         process = subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         )
@@ -194,7 +157,7 @@ def run_one(config: Config, common: List[str], env: Dict[str, str], log_path: Pa
         tail = "".join(log_path.read_text(encoding="utf-8").splitlines(keepends=True)[-25:])
         raise click.ClickException(f"{config.name}: fairseq-train exited with {process.returncode} ({log_path}):\n{tail}")
     return {
-        "fairseq_train": shlex.join(["fairseq-train"] + command[3:]),
+        "fairseq_train": shlex.join(["fairseq-train"] + command[len(CHILD) :]),
         "steps": steps,
         "cpu": cpu,
         "tokens": tokens,
