@@ -45,7 +45,8 @@ def time_every_update() -> None:
         output = original_train_step(self, samples, raise_oom)
         if self.cuda:
             torch.cuda.synchronize()
-        print("BENCH_STEP %d %.6f %.6f" % (self.get_num_updates(), time.perf_counter(), time.process_time()), flush=True)
+        stamps = (self.get_num_updates(), time.perf_counter(), time.process_time())
+        print("BENCH_STEP %d %.6f %.6f" % stamps, flush=True)
         return output
 
     Trainer.train_step = timed_train_step

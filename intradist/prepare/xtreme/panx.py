@@ -132,7 +132,8 @@ def parse_panx(text: str, lang: str, where: str) -> List[List[Tuple[str, str]]]:
 def convert_panx_language(data: bytes, lang: str, where: str) -> Dict[str, List[List[Tuple[str, str]]]]:
     """``{split: sentences}`` of one language from the bytes of its ``{lang}.tar.gz``."""
     raw = read_tar_members(data, PANX_SPLITS, where, expected="the PAN-X members train, dev and test")
-    return {split: parse_panx(utf8_text(raw[split], f"{where}:{split}"), lang, f"{where}:{split}") for split in PANX_SPLITS}
+    return {split: parse_panx(utf8_text(raw[split], f"{where}:{split}"), lang, f"{where}:{split}")
+            for split in PANX_SPLITS}  # fmt: skip
 
 
 def conll_text(sentences: Iterable[Sequence[Tuple[str, str]]]) -> str:
