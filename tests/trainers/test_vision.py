@@ -365,6 +365,19 @@ def test_bad_input_is_one_line_with_exit_2(grid_run, digit_images, tmp_path):
     assert not any(tmp_path.glob("o*"))
 
 
+def test_an_unreadable_image_in_a_data_loader_worker_is_one_line(digit_images, tmp_path):
+    """torch re-raises a worker's error with the worker's traceback in its message: the command keeps one line."""
+    data = tmp_path / "images"
+    shutil.copytree(digit_images, data)
+    (data / "train" / "digit0" / "broken.png").write_bytes(b"not a png")
+    result = CliRunner().invoke(train_command, ["--data", str(data), "--arch", "resnet20", "--workers", "1",
+                                                "--batch-size", "32", "--out", str(tmp_path / "out")])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    started, error = result.stderr.strip().splitlines()  # the run's first progress line, then the mistake
+    assert started.startswith("intradist train vision: resnet20 on image folder"), started
+    assert error.startswith("intradist train vision: ") and "broken.png: cannot read the image" in error, error
+
+
 def test_the_command_family_reaches_training_and_the_grid():
     from intradist.cli import cli
 
