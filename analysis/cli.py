@@ -9,8 +9,6 @@ from typing import Optional, Sequence
 
 import click
 
-from intradist.errors import UserError
-
 EXAMPLES = """
 \b
 Examples:
@@ -27,7 +25,8 @@ def _split_list(_ctx, _param, value: Optional[str]) -> Optional[Sequence[str]]:
     return None if value is None else tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EXAMPLES)
+@click.command("analyze-sensitivity", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+               epilog=EXAMPLES)  # fmt: skip
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--labels", callback=_split_list, help="Comma-separated names of the checkpoints in the report.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("sensitivity-report"), show_default=True,
@@ -80,11 +79,7 @@ def main(checkpoints, labels, out, framework, method, granularity, normalize, da
                              max_length=max_length, image_size=image_size, hook=hook, device=device),
     )  # fmt: skip
     command = "analyze-sensitivity " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    try:
-        written = analyze(checkpoints, options, out, labels=labels, command=command)
-    except UserError as error:
-        click.echo(f"analyze-sensitivity: {error}", err=True)
-        sys.exit(2)
+    written = analyze(checkpoints, options, out, labels=labels, command=command)
     click.echo(f"report: {written / 'report.md'}" + ("" if method == "ablation" or no_plots else f" and {written / 'report.html'}"))
 
 

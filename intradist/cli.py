@@ -102,7 +102,7 @@ def evaluate() -> None:
 @cli.group(cls=LazyGroup, context_settings=CONTEXT, lazy={
     "cpu": ("intradist.studies.cpu_study:main",
             "Multi30k: baseline vs intra-distillation at equal updates and equal time, several seeds."),
-    "balance": ("intradist.studies.balance:main",
+    "balance": ("intradist.studies.balance.command:main",
                 "Self-distillation rounds vs intra-distillation: score and parameter balance."),
 })  # fmt: skip
 def study() -> None:

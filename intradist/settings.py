@@ -8,13 +8,14 @@ Every trainer (transformers, torchvision) and every study or recipe that starts 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Callable, Dict, Optional, Sequence
 
 import click
 import torch
 
 from intradist import losses
+from intradist.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,29 @@ def distillation_options(function: Callable) -> Callable:
 DISTILLATION_FIELDS = tuple(DistillationSettings.__dataclass_fields__)
 
 
-def settings_from(options: Dict[str, object]) -> DistillationSettings:
-    """Pop the shared options out of a command's keyword arguments into a :class:`DistillationSettings`."""
-    return DistillationSettings(**{name: options.pop(name) for name in DISTILLATION_FIELDS})
+def settings_from(options: Dict[str, object], base: DistillationSettings = DistillationSettings()) -> DistillationSettings:
+    """Pop the switches a command offers out of its keyword arguments into a :class:`DistillationSettings`.
+
+    Switches the command does not offer keep their value in ``base`` (a recipe's own defaults).
+    Inconsistent switches (``--kd-weight`` outside [0, 1]) are a :class:`UserError`: one line, exit 2.
+    """
+    given = {name: options.pop(name) for name in DISTILLATION_FIELDS if name in options}
+    try:
+        return replace(base, **given)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def flat_record(config: object, switches: Sequence[str]) -> Dict[str, object]:
+    """A run's settings dataclass as one flat mapping, its ``distillation`` field spelled out as ``switches``.
+
+    The switches take the place of that field, so a saved record (``recipe.json``, ``study.json``)
+    lists every flag of the run side by side, as the command line gave them.
+    """
+    record: Dict[str, object] = {}
+    for field in fields(config):
+        if field.name == "distillation":
+            record.update({name: getattr(config.distillation, name) for name in switches})
+        else:
+            record[field.name] = getattr(config, field.name)
+    return record

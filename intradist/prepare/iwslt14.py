@@ -57,13 +57,11 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import click
 
-from intradist.errors import fail
 from intradist.downloads import download, read_tar_members
 from intradist.provenance import check_sha256, record_sha256, sha256_of
 from intradist.errors import UserError
 from intradist.prepare.translation import SPLITS, PrepareConfig, prepare
 
-COMMAND = "intradist prepare iwslt14"
 
 SOURCE_LANGS = ("ar", "de", "es", "fa", "he", "it", "nl", "pl")
 """The paper's eight source languages; the target is always English."""
@@ -310,7 +308,7 @@ def _source_langs(pairs: str) -> List[str]:
     return langs
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("intradist prepare iwslt14", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Folder for the archives, the extracted text and one data-bin per pair (OUT/{src}-en).")  # fmt: skip
 @click.option("--pairs", default=",".join(SOURCE_LANGS), show_default=True,
@@ -343,15 +341,12 @@ def main(out: Path, pairs: str, vocab_size: int, archives: Optional[Path], worke
     archive that differs from it. Reruns skip completed steps; an interrupted step leaves
     only a .partial item.
     """
-    try:
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out}: is a file; pick a folder")
-        if archives is not None and not archives.is_dir():
-            raise UserError(f"--archives {archives}: not a folder")
-        for src in _source_langs(pairs):
-            click.echo(f"prepared {prepare_pair(src, out, vocab_size, archives, workers)}")
-    except UserError as error:
-        fail(COMMAND, error)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; pick a folder")
+    if archives is not None and not archives.is_dir():
+        raise UserError(f"--archives {archives}: not a folder")
+    for src in _source_langs(pairs):
+        click.echo(f"prepared {prepare_pair(src, out, vocab_size, archives, workers)}")
 
 
 if __name__ == "__main__":

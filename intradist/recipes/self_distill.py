@@ -8,7 +8,6 @@ round's checkpoint is translated and scored. Writes ``rounds.json`` and ``rounds
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -18,6 +17,7 @@ from intradist.errors import UserError
 from intradist.recipes.fairseq_runs import USER_DIR, train
 from intradist.recipes.fairseq_runs import training_args
 from intradist.prepare.translation import translate_and_score
+from intradist.settings import DistillationSettings, settings_from
 
 
 def run_rounds(
@@ -25,13 +25,15 @@ def run_rounds(
     out: Path,
     rounds: int,
     updates: int,
-    kd_weight: float,
-    kd_temperature: float,
+    distillation: DistillationSettings,
     cpu: bool,
     max_tokens: int = 2000,
     fairseq_args: Sequence[str] = (),
 ) -> List[Dict[str, object]]:
-    """Train round 0 (``label_smoothed_cross_entropy``) and ``rounds`` self-distillation rounds."""
+    """Train round 0 (``label_smoothed_cross_entropy``) and ``rounds`` self-distillation rounds.
+
+    Each round after the first learns from the one before with ``distillation``'s KD weight and temperature.
+    """
     if not (data_bin / "prepare.json").is_file():
         raise UserError(f"{data_bin}: not a data-bin made by intradist prepare translation")
     if rounds < 1:
@@ -44,7 +46,7 @@ def run_rounds(
             criterion = ["--criterion", "label_smoothed_cross_entropy"]
         else:
             criterion = ["--criterion", "self_distillation", "--teacher-path", str(teacher),
-                         "--kd-weight", str(kd_weight), "--kd-temperature", str(kd_temperature)]  # fmt: skip
+                         "--kd-weight", str(distillation.kd_weight), "--kd-temperature", str(distillation.kd_temperature)]  # fmt: skip
         save_dir = out / f"round{round_number}"
         train([*common, *criterion], save_dir, f"round {round_number}", updates)
         checkpoint = save_dir / "checkpoint_best.pt"
@@ -60,7 +62,8 @@ def run_rounds(
     return results
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True})
+@click.command("intradist train self-distill",
+               context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True})
 @click.argument("data_bin", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the rounds' checkpoints.")
 @click.option("--rounds", default=2, show_default=True, help="Self-distillation rounds after the baseline.")
@@ -70,14 +73,10 @@ def run_rounds(
 @click.option("--max-tokens", default=2000, show_default=True, help="Tokens per batch.")
 @click.option("--cpu", is_flag=True, help="Train and translate on the CPU even when a GPU is present.")
 @click.argument("fairseq_args", nargs=-1, type=click.UNPROCESSED)
-def main(data_bin: Path, out: Path, rounds: int, updates: int, kd_weight: float, kd_temperature: float,
-         max_tokens: int, cpu: bool, fairseq_args: Sequence[str]) -> None:  # fmt: skip
+def main(data_bin: Path, out: Path, rounds: int, updates: int, max_tokens: int, cpu: bool, fairseq_args: Sequence[str],
+         **kd_switches: float) -> None:  # fmt: skip
     """Self-distillation rounds on DATA_BIN; extra FAIRSEQ_ARGS (after --) go to every fairseq-train."""
-    try:
-        results = run_rounds(data_bin, out, rounds, updates, kd_weight, kd_temperature, cpu, max_tokens, fairseq_args)
-    except UserError as error:
-        click.echo(f"intradist train self-distill: {error}", err=True)
-        sys.exit(2)
+    results = run_rounds(data_bin, out, rounds, updates, settings_from(kd_switches), cpu, max_tokens, fairseq_args)
     click.echo((out / "rounds.md").read_text())
     click.echo(f"{len(results)} rounds written to {out / 'rounds.json'}")
 

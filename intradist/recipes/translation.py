@@ -25,8 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -38,6 +37,7 @@ from intradist.recipes.fairseq_runs import USER_DIR, train, transformer_args
 from intradist.prepare.iwslt14 import SOURCE_LANGS, paper_data
 from intradist.paths import REPO_ROOT, corpus_dir
 from intradist.prepare.translation import prepare, translate_and_score
+from intradist.settings import DistillationSettings, flat_record, settings_from
 
 METHODS = ("baseline", "intra", "kd", "self-distill")
 DATA_ROOT = REPO_ROOT / "data-bin" / "iwslt14"
@@ -47,6 +47,15 @@ CHECKPOINT_ROOT = REPO_ROOT / "checkpoints" / "iwslt14"
 #: prepared the authors' way: sentencepiece on every split, its vocabulary as the dictionary).
 SMOKE_DATA = replace(paper_data("de", vocab_size=300), max_train_lines=2000, max_test_lines=30)
 SMOKE_MODEL = transformer_args(layers=1, embed_dim=32, ffn_dim=64, heads=2)
+
+#: The paper's switches for IWSLT'14: label smoothing 0.1; intra-distillation with K = 3 and α = 5
+#: on the adaptive schedule (p = 5, q = 10); KD and self-distillation with β = 0.5 and τ = 1.
+PAPER_SWITCHES = DistillationSettings(num_passes=3, alpha=5.0, adaptive_alpha=True, label_smoothing=0.1)
+
+#: The switches a recipe hands to fairseq's criterions and records in ``recipe.json``, in that
+#: file's order (the criterions sum the pass divergence over the target positions themselves).
+RECIPE_SWITCHES = ("label_smoothing", "num_passes", "alpha", "adaptive_alpha", "alpha_p", "alpha_q", "divergence",
+                   "teacher", "kd_weight", "kd_temperature")  # fmt: skip
 
 
 @dataclass
@@ -70,16 +79,7 @@ class Recipe:
     dropout: float = 0.3
     attention_dropout: float = 0.1
     weight_decay: float = 1e-4
-    label_smoothing: float = 0.1
-    num_passes: int = 3
-    alpha: float = 5.0
-    adaptive_alpha: bool = True
-    alpha_p: float = 5.0
-    alpha_q: float = 10.0
-    divergence: str = "x"
-    teacher: Optional[str] = None
-    kd_weight: float = 0.5
-    kd_temperature: float = 1.0
+    distillation: DistillationSettings = PAPER_SWITCHES
     fairseq_extra: str = ""
     fp16_init_scale: int = 16
     ddp_backend: str = "no_c10d"
@@ -93,17 +93,18 @@ class Recipe:
 
     def criterion_args(self) -> List[str]:
         """The task and criterion flags that select ``method``."""
-        smoothing = ["--label-smoothing", str(self.label_smoothing)]
+        switches = self.distillation
+        smoothing = ["--label-smoothing", str(switches.label_smoothing)]
         if self.method == "baseline":
             return ["--task", "translation", "--criterion", "label_smoothed_cross_entropy", *smoothing]
         if self.method == "intra":
             return ["--task", "translation", "--criterion", "intra_distillation", *smoothing,
-                    "--num-passes", str(self.num_passes), "--alpha", str(self.alpha),
-                    "--adaptive-alpha", str(int(self.adaptive_alpha)), "--alpha-p", str(self.alpha_p),
-                    "--alpha-q", str(self.alpha_q), "--divergence", self.divergence]  # fmt: skip
+                    "--num-passes", str(switches.num_passes), "--alpha", str(switches.alpha),
+                    "--adaptive-alpha", str(int(switches.adaptive_alpha)), "--alpha-p", str(switches.alpha_p),
+                    "--alpha-q", str(switches.alpha_q), "--divergence", switches.divergence]  # fmt: skip
         criterion = "label_smoothed_kd" if self.method == "kd" else "self_distillation"
-        return ["--task", "translation", "--criterion", criterion, *smoothing, "--teacher-path", str(self.teacher),
-                "--kd-weight", str(self.kd_weight), "--kd-temperature", str(self.kd_temperature)]  # fmt: skip
+        return ["--task", "translation", "--criterion", criterion, *smoothing, "--teacher-path", str(switches.teacher),
+                "--kd-weight", str(switches.kd_weight), "--kd-temperature", str(switches.kd_temperature)]  # fmt: skip
 
     def fairseq_args(self) -> List[str]:
         """The whole ``fairseq-train`` command line but ``--save-dir``."""
@@ -151,16 +152,18 @@ def resolve_teacher(recipe: Recipe) -> None:
     """
     if recipe.method not in ("kd", "self-distill"):
         return
-    if recipe.teacher is None:
+    if recipe.distillation.teacher is None:
         if recipe.method == "kd":
             raise UserError("METHOD kd needs --teacher CHECKPOINT (a stronger model of the same pair)")
         baseline_dir = default_paths(recipe.lang, "baseline", recipe.seed, recipe.smoke)[1]
-        recipe.teacher = str(baseline_dir / "checkpoint_best.pt")
-        if recipe.smoke and not Path(recipe.teacher).is_file():
+        teacher = baseline_dir / "checkpoint_best.pt"
+        if recipe.smoke and not teacher.is_file():
             click.echo("smoke: training the baseline teacher first", err=True)
-            run_recipe(Recipe(**{**asdict(recipe), "method": "baseline", "save_dir": str(baseline_dir), "teacher": None}))
-    if not Path(recipe.teacher).is_file():
-        raise UserError(f"--teacher {recipe.teacher}: no such checkpoint (train `baseline` first, or pass --teacher)")
+            run_recipe(replace(recipe, method="baseline", save_dir=str(baseline_dir)))
+        recipe.distillation = replace(recipe.distillation, teacher=str(teacher))
+    if not Path(recipe.distillation.teacher).is_file():
+        raise UserError(f"--teacher {recipe.distillation.teacher}: no such checkpoint "
+                        f"(train `baseline` first, or pass --teacher)")  # fmt: skip
 
 
 def run_recipe(recipe: Recipe) -> Path:
@@ -170,7 +173,7 @@ def run_recipe(recipe: Recipe) -> Path:
     resolve_teacher(recipe)
     save_dir = Path(recipe.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
-    settings = json.dumps(asdict(recipe), indent=2)
+    settings = json.dumps(flat_record(recipe, RECIPE_SWITCHES), indent=2)
     click.echo(f"recipe ({save_dir / 'recipe.json'}):\n{settings}", err=True)
     (save_dir / "recipe.json").write_text(settings + "\n")
     provenance = {"git_commit": git_commit(), "seed": recipe.seed, "data": data_checksums(Path(recipe.data)),
@@ -184,7 +187,8 @@ def _recipe_option(name: str, default, help_text: str, **kwargs):
     return click.option(f"--{name}", default=default, show_default=True, help=help_text, show_envvar=True, **kwargs)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "INTRADIST"})
+@click.command("intradist train translation",
+               context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "INTRADIST"})
 @click.argument("lang", required=False)
 @click.argument("method", required=False, type=click.Choice(METHODS))
 # Paths and switches are flags only: INTRADIST_DATA already names the corpus folder (intradist.paths).
@@ -207,16 +211,17 @@ def _recipe_option(name: str, default, help_text: str, **kwargs):
 @_recipe_option("dropout", 0.3, "Dropout.")
 @_recipe_option("attention-dropout", 0.1, "Attention dropout.")
 @_recipe_option("weight-decay", 1e-4, "Adam weight decay.")
-@_recipe_option("label-smoothing", 0.1, "Label smoothing epsilon.")
-@_recipe_option("num-passes", 3, "intra: K, stochastic passes per update.")
-@_recipe_option("alpha", 5.0, "intra: weight of the pass divergence.")
-@_recipe_option("adaptive-alpha/--constant-alpha", True, "intra: the paper's schedule for alpha.")
-@_recipe_option("alpha-p", 5.0, "intra: schedule parameter p.")
-@_recipe_option("alpha-q", 10.0, "intra: schedule parameter q.")
-@_recipe_option("divergence", "x", "intra: x (the paper's) or js.", type=click.Choice(["x", "js"]))
-@_recipe_option("teacher", None, "kd/self-distill: teacher checkpoint [self-distill default: the baseline's best].")
-@_recipe_option("kd-weight", 0.5, "kd/self-distill: weight beta of the distillation term.")
-@_recipe_option("kd-temperature", 1.0, "kd/self-distill: softmax temperature.")
+@_recipe_option("label-smoothing", PAPER_SWITCHES.label_smoothing, "Label smoothing epsilon.")
+@_recipe_option("num-passes", PAPER_SWITCHES.num_passes, "intra: K, stochastic passes per update.")
+@_recipe_option("alpha", PAPER_SWITCHES.alpha, "intra: weight of the pass divergence.")
+@_recipe_option("adaptive-alpha/--constant-alpha", PAPER_SWITCHES.adaptive_alpha, "intra: the paper's schedule for alpha.")
+@_recipe_option("alpha-p", PAPER_SWITCHES.alpha_p, "intra: schedule parameter p.")
+@_recipe_option("alpha-q", PAPER_SWITCHES.alpha_q, "intra: schedule parameter q.")
+@_recipe_option("divergence", PAPER_SWITCHES.divergence, "intra: x (the paper's) or js.", type=click.Choice(["x", "js"]))
+@_recipe_option("teacher", PAPER_SWITCHES.teacher,
+                "kd/self-distill: teacher checkpoint [self-distill default: the baseline's best].")  # fmt: skip
+@_recipe_option("kd-weight", PAPER_SWITCHES.kd_weight, "kd/self-distill: weight beta of the distillation term.")
+@_recipe_option("kd-temperature", PAPER_SWITCHES.kd_temperature, "kd/self-distill: softmax temperature.")
 @_recipe_option("fairseq-extra", "", "More fairseq-train flags, appended last (they win), e.g. '--clip-norm 0.5'.")
 @_recipe_option("fp16-init-scale", 16, "Initial loss scale of fp16 training.")
 @_recipe_option("ddp-backend", "no_c10d", "fairseq's data-parallel backend with several GPUs.")
@@ -228,18 +233,17 @@ def main(lang: Optional[str], method: Optional[str], smoke: bool, data: Optional
 
     LANG is one of ar, de, es, fa, he, it, nl, pl. Example: `intradist train translation de intra`.
     """
-    try:
-        recipe = build_recipe(lang, method, smoke, data, save_dir, fp16, cpu, settings)
-        saved = run_recipe(recipe)
-    except UserError as error:
-        click.echo(f"intradist train translation: {error}", err=True)
-        sys.exit(2)
+    saved = run_recipe(build_recipe(lang, method, smoke, data, save_dir, fp16, cpu, settings))
     click.echo(f"checkpoints in {saved}")
 
 
 def build_recipe(lang: Optional[str], method: Optional[str], smoke: bool, data: Optional[Path],
                  save_dir: Optional[Path], fp16: Optional[bool], cpu: bool, settings: Dict[str, object]) -> Recipe:  # fmt: skip
-    """Validate the command line and apply the smoke-mode and device defaults."""
+    """Validate the command line and apply the smoke-mode and device defaults.
+
+    ``settings`` are the recipe's other flags; its distillation switches become the recipe's
+    :class:`DistillationSettings` (the paper's where not given), validated there.
+    """
     import torch
 
     method = method or ("baseline" if smoke else None)
@@ -248,6 +252,7 @@ def build_recipe(lang: Optional[str], method: Optional[str], smoke: bool, data: 
         raise UserError("usage: intradist train translation LANG METHOD (see --help)")
     if lang not in SOURCE_LANGS:
         raise UserError(f"LANG {lang!r}: not an IWSLT'14 pair of the paper; choose from {', '.join(SOURCE_LANGS)}")
+    distillation = settings_from(settings, base=PAPER_SWITCHES)
     default_data, default_save = default_paths(lang, method, int(settings["seed"]), smoke)
     if smoke:
         data = data or smoke_data()
@@ -256,7 +261,8 @@ def build_recipe(lang: Optional[str], method: Optional[str], smoke: bool, data: 
                         required_batch_size_multiple=1)
     use_gpu = torch.cuda.is_available() and not cpu
     return Recipe(lang=lang, method=method, data=str(data or default_data), save_dir=str(save_dir or default_save),
-                  fp16=use_gpu if fp16 is None else fp16, cpu=not use_gpu, smoke=smoke, **settings)  # fmt: skip
+                  distillation=distillation, fp16=use_gpu if fp16 is None else fp16, cpu=not use_gpu, smoke=smoke,
+                  **settings)  # fmt: skip
 
 
 def evaluate_run(save_dir: Path, checkpoint_name: str, json_out: Optional[Path], lang: Optional[str], cpu: bool) -> Dict[str, object]:
@@ -289,7 +295,7 @@ def evaluate_run(save_dir: Path, checkpoint_name: str, json_out: Optional[Path],
     return record
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("intradist evaluate run", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint_dir", type=click.Path(path_type=Path), required=False)
 @click.option("--lang", default=None, help="Check that the run was trained on LANG-en.")
 @click.option("--checkpoint", "checkpoint_name", default="checkpoint_best.pt", show_default=True,
@@ -306,14 +312,9 @@ def evaluate_main(checkpoint_dir: Optional[Path], lang: Optional[str], checkpoin
     reference, prints the score with its signature and appends one JSON line per run.
     """
     if checkpoint_dir is None and not smoke:
-        click.echo("intradist evaluate run: usage: intradist evaluate run CHECKPOINT_DIR (see --help)", err=True)
-        sys.exit(2)
+        raise UserError("usage: intradist evaluate run CHECKPOINT_DIR (see --help)")
     checkpoint_dir = checkpoint_dir or default_paths("de", "baseline", 1, smoke=True)[1]
-    try:
-        record = evaluate_run(checkpoint_dir, checkpoint_name, json_out, lang, cpu)
-    except UserError as error:
-        click.echo(f"intradist evaluate run: {error}", err=True)
-        sys.exit(2)
+    record = evaluate_run(checkpoint_dir, checkpoint_name, json_out, lang, cpu)
     click.echo(f"{record['pair']} {record['method']} seed {record['seed']}: BLEU {record['bleu']:.2f}")
     click.echo(f"sacreBLEU signature: {record['signature']}")
     click.echo(f"appended to {record['results_file']}")

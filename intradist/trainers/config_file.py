@@ -21,13 +21,10 @@ from typing import Any, Callable, Dict, Optional
 import click
 import yaml
 
+from intradist.errors import UserError
+
 #: The first line of every saved config.yaml.
 HEADER = "# The effective flags of this run. Rerun it: {command} --config config.yaml --out NEW_FOLDER\n"
-
-
-def _fail(ctx: click.Context, message: str) -> None:
-    click.echo(f"{ctx.info_name}: {message}", err=True)
-    ctx.exit(2)
 
 
 def _load(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> None:
@@ -36,29 +33,29 @@ def _load(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> N
         return
     path = Path(value)
     if not path.is_file():
-        _fail(ctx, f"--config {path}: no such file")
+        raise UserError(f"--config {path}: no such file")
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        _fail(ctx, f"--config {path}: not YAML ({str(error).splitlines()[0]})")
+        raise UserError(f"--config {path}: not YAML ({str(error).splitlines()[0]})") from None
     if content is None:
         content = {}
     if not isinstance(content, dict):
-        _fail(ctx, f"--config {path}: expected a mapping of flags to values, got a {type(content).__name__}")
+        raise UserError(f"--config {path}: expected a mapping of flags to values, got a {type(content).__name__}")
     by_name = {p.name: p for p in ctx.command.params if isinstance(p, click.Option) and p.name != "config"}
     defaults: Dict[str, Any] = {}
     for key, raw in content.items():
         name = str(key).lstrip("-").replace("-", "_")
         option = by_name.get(name)
         if option is None:
-            _fail(ctx, f"--config {path}: unknown key {key!r}; {ctx.info_name} has no flag --{name.replace('_', '-')}")
+            raise UserError(f"--config {path}: unknown key {key!r}; {ctx.command_path} has no flag --{name.replace('_', '-')}")
         if raw is None:
             defaults[name] = None
             continue
         try:
             defaults[name] = option.type_cast_value(ctx, raw)
         except click.BadParameter as error:
-            _fail(ctx, f"--config {path}: key {key!r}: {error.message}")
+            raise UserError(f"--config {path}: key {key!r}: {error.message}") from None
     ctx.meta["config_file"] = path
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
 

@@ -339,21 +339,14 @@ def run_command(command: str, options: Dict[str, Any], make_config: Callable[[Di
 
     ``make_config(settings)`` builds the run's config from what is left of ``options`` once the
     distillation switches are taken out; ``train(config, command=..., extra_files=...)`` runs it
-    and gets the run's ``config.yaml``. A user mistake is one line and exit code 2.
+    and gets the run's ``config.yaml``. A user mistake raises :class:`UserError`, which click prints
+    as one line with exit code 2.
     """
     quiet_fairseq_logging()
     ctx = click.get_current_context()
     command_line = f"{command} " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])
-    try:
-        try:
-            settings = settings_from(options)
-        except ValueError as error:  # inconsistent switches, e.g. --kd-weight outside [0, 1]
-            raise UserError(str(error)) from None
-        config = make_config(settings)
-        record = train(config, command=command_line, extra_files={"config.yaml": config_text(ctx)})
-    except UserError as error:
-        click.echo(f"{command}: {error}", err=True)
-        sys.exit(2)
+    config = make_config(settings_from(options))
+    record = train(config, command=command_line, extra_files={"config.yaml": config_text(ctx)})
     click.echo(summary(record, Path(config.out)))
 
 

@@ -7,8 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from intradist.studies import balance as balance_study
-from intradist.studies.balance import StudyModel, check_claims
+from intradist.studies.balance import command as balance_study
+from intradist.studies.balance.claims import check_claims
+from intradist.studies.balance.models import StudyModel
 
 
 def _model(label, kind, round_number):
@@ -54,6 +55,9 @@ def test_translation_study_at_a_tiny_budget_writes_the_report(tiny_data_bin, tmp
     record = json.loads((out / "study.json").read_text())
     assert [m["label"] for m in record["models"]] == ["round0", "round1", "round2", "intra"]
     assert [m["teacher"] for m in record["models"]] == [None, "round0", "round1", None]
+    assert (record["settings"]["num_passes"], record["settings"]["alpha"], record["settings"]["data_bin"]) == (
+        2, 0.3, str(tiny_data_bin))  # fmt: skip
+    assert "--label-smoothing 0.1" in (out / "models" / "intra" / "command.txt").read_text()  # the recipe's, kept
     for model in record["models"]:
         assert model["score"] >= 0 and model["train_seconds"] > 0
         for normalization in ("raw", "loss-normalized"):
@@ -75,6 +79,9 @@ def test_vision_study_on_digits_at_a_tiny_budget(tmp_path):
     assert [m["label"] for m in record["models"]] == ["round0", "round1", "intra"]
     assert all(0 <= m["score"] <= 100 for m in record["models"])
     assert record["score"] == "accuracy %"
+    # the settings as the flags gave them, the distillation switches among the others
+    assert {key: record["settings"][key] for key in ("rounds", "num_passes", "alpha", "adaptive_alpha", "kd_weight")} == {
+        "rounds": 1, "num_passes": 3, "alpha": 5.0, "adaptive_alpha": True, "kd_weight": 0.5}  # fmt: skip
 
 
 @pytest.mark.parametrize(

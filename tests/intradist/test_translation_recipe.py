@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,13 @@ from click.testing import CliRunner
 
 from intradist.paths import REPO_ROOT
 from intradist.results import read_jsonl
-from intradist.recipes.translation import Recipe, evaluate_main, main
+from intradist.recipes.translation import PAPER_SWITCHES, RECIPE_SWITCHES, Recipe, evaluate_main, main
+from intradist.settings import flat_record
 
 
 def _recipe(method: str, **overrides) -> Recipe:
-    return Recipe(lang="de", method=method, data="data-bin", save_dir="out", teacher="teacher.pt", **overrides)
+    return Recipe(lang="de", method=method, data="data-bin", save_dir="out",
+                  distillation=replace(PAPER_SWITCHES, teacher="teacher.pt"), **overrides)  # fmt: skip
 
 
 def _flag(args, name):
@@ -38,6 +41,17 @@ def test_each_method_selects_its_criterion_with_the_papers_defaults():
     assert [_flag(full, f) for f in ("--lr", "--warmup-updates", "--max-update", "--max-tokens", "--dropout",
                                      "--attention-dropout", "--weight-decay", "--label-smoothing", "--adam-betas")] == [
         "0.0005", "8000", "50000", "4096", "0.3", "0.1", "0.0001", "0.1", "(0.9, 0.98)"]  # fmt: skip
+
+
+def test_recipe_json_lists_the_distillation_switches_among_the_other_settings():
+    record = flat_record(_recipe("intra"), RECIPE_SWITCHES)
+    assert "distillation" not in record
+    assert {key: record[key] for key in ("weight_decay", *RECIPE_SWITCHES, "fairseq_extra")} == {
+        "weight_decay": 1e-4, "label_smoothing": 0.1, "num_passes": 3, "alpha": 5.0, "adaptive_alpha": True,
+        "alpha_p": 5.0, "alpha_q": 10.0, "divergence": "x", "teacher": "teacher.pt", "kd_weight": 0.5,
+        "kd_temperature": 1.0, "fairseq_extra": ""}  # fmt: skip
+    keys = list(record)
+    assert keys[keys.index("weight_decay") + 1 : keys.index("fairseq_extra")] == list(RECIPE_SWITCHES)
 
 
 def test_the_recipe_carries_the_authors_train_sh_settings():
@@ -123,6 +137,7 @@ def test_a_rerun_resumes_from_the_last_checkpoint(tmp_path):
         (["de", "kd", "--smoke"], "METHOD kd needs --teacher"),
         (["de", "baseline", "--data", "/nonexistent"], "/nonexistent: not a prepared data-bin"),
         (["de"], "usage: intradist train translation LANG METHOD"),
+        (["de", "kd", "--teacher", "t.pt", "--kd-weight", "2"], "intradist train translation: --kd-weight must lie in [0, 1], got 2.0"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(tmp_path, args, message):

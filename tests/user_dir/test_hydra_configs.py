@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -32,7 +33,7 @@ import user_dir  # noqa: F401  (registers the plugin's task and criterions for t
 from intradist.recipes.fairseq_runs import USER_DIR, environment
 from intradist.prepare.iwslt14 import SOURCE_LANGS
 from intradist.paths import REPO_ROOT
-from intradist.recipes.translation import Recipe, default_paths
+from intradist.recipes.translation import PAPER_SWITCHES, Recipe, default_paths
 
 CONFIG_DIR = REPO_ROOT / "configs" / "fairseq" / "iwslt14"
 TEACHER = "/teachers/checkpoint_best.pt"
@@ -47,7 +48,8 @@ for _lang in SOURCE_LANGS:
 for _method, _name in METHOD_CONFIGS.items():
     _data, _save = default_paths("de", _method, seed=1, smoke=False)
     _teacher = ["criterion.teacher_path=" + TEACHER] if _method in ("kd", "self-distill") else []
-    CASES.append((_name, Recipe("de", _method, str(_data), str(_save), teacher=TEACHER, fp16=True),
+    _switches = replace(PAPER_SWITCHES, teacher=TEACHER)
+    CASES.append((_name, Recipe("de", _method, str(_data), str(_save), distillation=_switches, fp16=True),
                   [f"task.data={_data}", f"checkpoint.save_dir={_save}", *_teacher]))  # fmt: skip
 CASE_IDS = [name for name, _, _ in CASES]
 
