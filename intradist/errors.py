@@ -2,14 +2,13 @@
 
 The message names the file or flag and the fix. Library code only raises. Inside a click command
 (every ``intradist`` subcommand, ``analyze-sensitivity``) click itself turns the exception into
-``COMMAND: message`` on stderr and exit status 2; :func:`fail` does the same by hand for code
-that catches the error to add to it.
+``COMMAND: message`` on stderr and exit status 2; no command catches it to print it by hand.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import IO, NoReturn, Optional
+from typing import IO, Optional
 
 import click
 
@@ -26,9 +25,3 @@ class UserError(click.ClickException):
 
     def show(self, file: Optional[IO[str]] = None) -> None:
         click.echo(f"{self.command or 'error'}: {self.format_message()}", file=file or sys.stderr)
-
-
-def fail(command: str, error: UserError) -> NoReturn:
-    """Print a user mistake as ``COMMAND: message`` on stderr and exit with status 2."""
-    print(f"{command}: {error}", file=sys.stderr, flush=True)
-    sys.exit(2)

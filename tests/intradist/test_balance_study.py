@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import click
 import pytest
 from click.testing import CliRunner
 
+from intradist.errors import UserError
+
 from intradist.studies.balance import command as balance_study
 from intradist.studies.balance.claims import check_claims
-from intradist.studies.balance.models import StudyModel
+from intradist.studies.balance.models import StudyModel, train_study_models
 
 
 def _model(label, kind, round_number):
@@ -94,3 +97,18 @@ def test_bad_input_is_one_line(tmp_path, args, message):
         "--out", str(tmp_path / "out")])  # fmt: skip
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_mistake_found_by_the_job_beside_the_rounds_names_the_command():
+    def train_and_score(label, kind, round_number, teacher):
+        if kind == "intra":
+            raise UserError("--pretrained-weights w.pt: no such file")
+        return _model(label, kind, round_number)
+
+    @click.command("intradist study balance vision")
+    def study():
+        train_study_models(train_and_score, rounds=1, jobs=2)
+
+    result = CliRunner().invoke(study, [])
+    assert result.exit_code == 2
+    assert result.output.strip() == "intradist study balance vision: --pretrained-weights w.pt: no such file"
