@@ -219,7 +219,7 @@ def test_fairseq_hydra_train_runs_the_intra_config(tiny_data_bin, tmp_path):
     # adaptive schedule over N = 3 updates (alpha(0) = 0; alpha is reached at N/p = 0.6), which also
     # shows that the task forwards the update number and criterion.max_update follows the override
     assert all(float(record["intra_distillation_loss"]) > 0 for record in inner)
-    assert [float(record["alpha"]) for record in inner] == [0.0, recipe.alpha, recipe.alpha]
+    assert [float(record["alpha"]) for record in inner] == [0.0, recipe.distillation.alpha, recipe.distillation.alpha]
     # lr and warm-up of the config reached the scheduler: lr * update / warm-up updates
     for record in inner:
         expected_lr = recipe.lr * int(record["num_updates"]) / recipe.warmup_updates
