@@ -187,10 +187,16 @@ def kd_loss(
     return _reduce(per_position * temperature**2, mask, reduction)
 
 
+def check_kd_weight(kd_weight: float, name: str = "kd weight") -> float:
+    """``kd_weight`` if it is a convex weight beta in [0, 1] (the one check every trainer and criterion uses)."""
+    if not 0.0 <= kd_weight <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {kd_weight}")
+    return kd_weight
+
+
 def mix_with_distillation(supervised: torch.Tensor, distillation: torch.Tensor, kd_weight: float) -> torch.Tensor:
     """The KD objective of Hinton et al. (2015): (1 - beta) * supervised loss + beta * KD loss."""
-    if not 0.0 <= kd_weight <= 1.0:
-        raise ValueError(f"kd weight must lie in [0, 1], got {kd_weight}")
+    check_kd_weight(kd_weight)
     return (1.0 - kd_weight) * supervised + kd_weight * distillation
 
 

@@ -42,8 +42,7 @@ class DistillationSettings:
             raise ValueError(f"--divergence must be one of {', '.join(losses.DIVERGENCES)}, got {self.divergence!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"--label-smoothing must lie in [0, 1), got {self.label_smoothing}")
-        if not 0.0 <= self.kd_weight <= 1.0:
-            raise ValueError(f"--kd-weight must lie in [0, 1], got {self.kd_weight}")
+        losses.check_kd_weight(self.kd_weight, "--kd-weight")
         if self.intra_reduction not in losses.INTRA_REDUCTIONS:
             raise ValueError(f"--intra-reduction must be one of {', '.join(losses.INTRA_REDUCTIONS)}, "
                              f"got {self.intra_reduction!r}")  # fmt: skip

@@ -90,8 +90,10 @@ class DistillationCriterion(FairseqCriterion):
         self.report_accuracy = cfg.report_accuracy
         self.kd_weight = cfg.kd_weight
         self.kd_temperature = cfg.kd_temperature
-        if not 0.0 <= self.kd_weight <= 1.0:
-            raise ConfigurationError(f"--kd-weight must lie in [0, 1], got {self.kd_weight}")
+        try:
+            losses.check_kd_weight(self.kd_weight, "--kd-weight")
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
         if self.kd_temperature <= 0:
             raise ConfigurationError(f"--kd-temperature must be positive, got {self.kd_temperature}")
         self.teacher = TeacherEnsemble(cfg.teacher_path.split(":"), task) if cfg.teacher_path else None
