@@ -117,6 +117,19 @@ def test_the_update_number_reaches_the_criterion_at_every_step_of_a_sequence(tin
                                                                          rel=1e-6)  # fmt: skip
 
 
+def test_a_task_that_builds_several_criteria_is_wrapped_once_and_steps_reach_the_criterion_they_train(tiny_data_bin):
+    """A second criterion from the same task (as a teacher or an evaluation might build) does not wrap
+    train_step again, and the update number goes to the criterion the step trains, not the last built."""
+    from user_dir.criterions.intra_distillation import IntraDistillationConfig
+
+    task, model, first, batch = build(tiny_data_bin, *RECIPE_INTRA)
+    wrapped = task.train_step
+    second = type(first)(task, IntraDistillationConfig(num_passes=3, adaptive_alpha=True, max_update=N))
+    assert task.train_step is wrapped
+    task.train_step(batch, model, first, PlainBackward(), 123)
+    assert (first.num_updates, second.num_updates) == (123, 0)
+
+
 def test_recipe_objective_equals_the_authors_on_fixed_logits_of_a_padded_batch(tiny_data_bin):
     """K = 3 fixed logits of one padded batch (padding and end-of-sentence positions in the target):
     the recipe's loss, sample size and gradient with respect to each pass's logits equal the

@@ -85,24 +85,30 @@ class IntraDistillationCriterion(DistillationCriterion):
         self.num_updates = 0
         self.follow_update_number(task)
 
-    def follow_update_number(self, task) -> None:
-        """Record the update number the trainer hands ``task.train_step``, before each training step.
+    @staticmethod
+    def follow_update_number(task) -> None:
+        """Hand the criterion of each training step the update number the trainer gives ``task.train_step``.
 
         fairseq 0.12 gives the update number to the task's ``train_step`` (and, from there, to
         ``model.set_num_updates``, which no module of a stock transformer keeps), never to the
-        criterion; the adaptive schedule needs it. The trainer builds the model, then this
-        criterion from the same task object, and calls that object's ``train_step`` with
-        ``update_num`` at every step, a resumed run's first included. So this wraps the
-        ``train_step`` of this one task instance (nothing global is patched): any task, fairseq's
-        stock ``translation`` included, then trains with the adaptive schedule.
+        criterion; the adaptive schedule needs it. The trainer builds this criterion from the task
+        object whose ``train_step`` it then calls with ``update_num`` at every step, a resumed
+        run's first included. So this wraps the ``train_step`` of that one task instance, once
+        however many criteria it builds (nothing global is patched), and passes the number to the
+        criterion the step trains: any task, fairseq's stock ``translation`` included, then trains
+        with the adaptive schedule.
         """
         train_step = task.train_step
+        if getattr(train_step, "hands_criterion_the_update_number", False):
+            return
 
         @functools.wraps(train_step)
         def recording_train_step(sample, model, criterion, optimizer, update_num, *args, **kwargs):
-            self.set_num_updates(update_num)
+            if hasattr(criterion, "set_num_updates"):
+                criterion.set_num_updates(update_num)
             return train_step(sample, model, criterion, optimizer, update_num, *args, **kwargs)
 
+        recording_train_step.hands_criterion_the_update_number = True
         task.train_step = recording_train_step
 
     def set_num_updates(self, num_updates: int) -> None:
