@@ -133,6 +133,8 @@ def config_value(values: Dict[str, Any], key: str) -> Tuple[bool, Any]:
 def problems(recipes: List[Recipe], root: Path = ROOT) -> List[str]:
     """Every way the ledger disagrees with the config files and the tests (empty: it holds)."""
     found = []
+    configs: Dict[str, Any] = {}  # each config file parsed once, however many settings read it
+    texts: Dict[Path, str] = {}  # each test file read once
     for recipe in recipes:
         for setting in recipe.settings:
             where = f"docs/fidelity/{recipe.stem}.yaml, {setting.name!r}"
@@ -141,8 +143,9 @@ def problems(recipes: List[Recipe], root: Path = ROOT) -> List[str]:
                              "without a note saying why")  # fmt: skip
             if setting.key:
                 for config in config_files_of(recipe, setting):
-                    values = yaml.safe_load((root / config).read_text(encoding="utf-8"))
-                    present, value = config_value(values, setting.key)
+                    if config not in configs:
+                        configs[config] = yaml.safe_load((root / config).read_text(encoding="utf-8"))
+                    present, value = config_value(configs[config], setting.key)
                     if not present:
                         found.append(f"{where}: {config} has no key {setting.key!r}")
                     elif not same_value(value, setting.ours):
@@ -151,7 +154,9 @@ def problems(recipes: List[Recipe], root: Path = ROOT) -> List[str]:
             if setting.test:
                 test_file, _, test_name = setting.test.partition("::")
                 path = root / test_file
-                if not path.is_file() or f"def {test_name}(" not in path.read_text(encoding="utf-8"):
+                if path.is_file() and path not in texts:
+                    texts[path] = path.read_text(encoding="utf-8")
+                if f"def {test_name}(" not in texts.get(path, ""):
                     found.append(f"{where}: test {setting.test} does not exist")
     return found
 
