@@ -12,25 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
-from intradist.settings import DISTILLATION_FIELDS, DistillationSettings
+from intradist.settings import DistillationSettings
+from tests.recipes import authors_consistency_alpha as authors_alpha
+from tests.recipes import recipe_settings as settings_of
 
 CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs" / "glue"
 
 
 def recipe_settings(config: str) -> DistillationSettings:
-    """The distillation switches of one shipped config file, as intradist train glue reads them."""
-    values = {key.replace("-", "_"): value for key, value in yaml.safe_load((CONFIGS / config).read_text()).items()}
-    return DistillationSettings(**{name: values[name] for name in DISTILLATION_FIELDS if name in values})
-
-
-def authors_alpha(alpha: float, num_update: int, max_update: int, p: float, q: float) -> float:
-    """run_glue_no_trainer.py:191-198: constant once past N/p or when alpha <= 1, else the power law."""
-    if num_update >= max_update / p or alpha <= 1:
-        return alpha
-    gamma = torch.log(torch.tensor(1.0 / alpha, dtype=torch.float64)) / torch.log(torch.tensor(p / q, dtype=torch.float64))
-    return float(p**gamma * alpha * num_update**gamma / max_update**gamma)
+    """The distillation switches of one shipped GLUE config file, as `intradist train glue` reads them."""
+    return settings_of(CONFIGS / config)
 
 
 def authors_classification_loss(pass_logits, labels, alpha):

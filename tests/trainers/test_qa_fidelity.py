@@ -9,7 +9,6 @@ its expectation.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Dict, List
 
@@ -22,6 +21,8 @@ import yaml
 from intradist.settings import DistillationSettings
 from intradist.trainers.hf import EXTRACTIVE_QA
 from intradist.trainers.qa_data import QAExample, best_answers, eval_features, max_context, read_squad, train_features
+from tests.recipes import authors_consistency_alpha as authors_alpha
+from tests.recipes import recipe_settings as settings_of
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {name: ROOT / "configs" / "xtreme" / f"tydiqa_{name}.yaml" for name in ("baseline", "intra")}
@@ -43,21 +44,11 @@ def recipe(name: str) -> Dict:
 
 def recipe_settings(name: str) -> DistillationSettings:
     """The DistillationSettings a run of the recipe file gets (its keys are the flags' names)."""
-    values = {key.replace("-", "_"): value for key, value in recipe(name).items()}
-    return DistillationSettings(**{field: values[field] for field in DistillationSettings.__dataclass_fields__
-                                   if field in values})  # fmt: skip
+    return settings_of(CONFIGS[name])
 
 
 # --------------------------------------------------------------------------------------------------
 # The loss
-
-
-def authors_alpha(alpha: float, num_update: int, max_update: int, p: float, q: float) -> float:
-    """run_squad.py:101-108 (get_consistency_alpha), restated."""
-    if num_update >= max_update / p or alpha <= 1:
-        return alpha
-    gamma = math.log(1 / alpha) / math.log(p / q)
-    return p**gamma * alpha * num_update**gamma / max_update**gamma
 
 
 def authors_loss(starts: List[torch.Tensor], ends: List[torch.Tensor], start_positions: torch.Tensor,

@@ -25,6 +25,7 @@ from intradist.trainers.xtreme_run import load_student
 from intradist.trainers.xtreme_tasks import TASKS, XtremeConfig, collator, split_path, train_set
 from intradist.settings import DistillationSettings
 from intradist.trainers.hf import EXTRACTIVE_QA, TOKEN_CLASSIFICATION, method_name
+from tests.recipes import authors_consistency_alpha, recipe_settings
 
 torch.set_num_threads(1)
 
@@ -200,22 +201,6 @@ REPO = Path(__file__).resolve().parent.parent.parent
 PANX_INTRA = REPO / "configs" / "xtreme" / "panx_intra.yaml"
 
 
-def _recipe_settings(path: Path) -> DistillationSettings:
-    """The distillation switches a config file sets (keys as the flags)."""
-    import yaml
-
-    values = {key.replace("-", "_"): value for key, value in yaml.safe_load(path.read_text()).items()}
-    return DistillationSettings(**{k: v for k, v in values.items() if k in DistillationSettings.__dataclass_fields__})
-
-
-def _authors_alpha(alpha: float, num_update: int, max_update: int, p: float, q: float) -> float:
-    """get_consistency_alpha, re-stated from Zero_Shot_Cross_Lingual/third_party/run_tag.py:80-87."""
-    if num_update >= max_update / p or alpha <= 1:
-        return alpha
-    gamma = math.log(1 / alpha) / math.log(p / q)
-    return p**gamma * alpha * num_update**gamma / max_update**gamma
-
-
 def _authors_loss(pass_logits: Sequence[torch.Tensor], labels: torch.Tensor, attention_mask: torch.Tensor,
                   alpha: float) -> float:  # fmt: skip
     """The loss of one micro-batch in the authors' NER training, re-stated in float64.
@@ -241,7 +226,7 @@ def _authors_loss(pass_logits: Sequence[torch.Tensor], labels: torch.Tensor, att
 
 def test_the_panx_recipe_objective_is_the_authors_loss_on_a_padded_batch():
     torch.manual_seed(0)
-    settings = _recipe_settings(PANX_INTRA)
+    settings = recipe_settings(PANX_INTRA)
     batch, length, classes, passes = 3, 128, len(ner_data.PANX_LABELS), settings.num_passes
     # three sentences of 9, 40 and 128 sub-tokens in a batch padded to 128: <s> ... </s></s>,
     # labels only on first sub-tokens; special tokens, later sub-tokens and padding get -100
@@ -254,7 +239,7 @@ def test_the_panx_recipe_objective_is_the_authors_loss_on_a_padded_batch():
     # K fixed outputs, with logits at every position (a model computes them at padding too)
     pass_logits = [3 * torch.randn(batch, length, classes) for _ in range(passes)]
     step, max_step = 10, 6250  # 20,000 sentences / 2 / 16 x 10 epochs
-    authors = _authors_loss(pass_logits, labels, attention_mask, _authors_alpha(1.0, step, max_step, 2.0, 5.0))
+    authors = _authors_loss(pass_logits, labels, attention_mask, authors_consistency_alpha(1.0, step, max_step, 2.0, 5.0))
 
     def objective(switches: DistillationSettings) -> float:
         outputs = iter({"logits": logits} for logits in pass_logits)  # what compute_loss hands the objective
@@ -271,7 +256,7 @@ def test_the_panx_recipe_objective_is_the_authors_loss_on_a_padded_batch():
 
 def test_the_panx_baseline_is_the_authors_step_with_alpha_0_and_is_labelled_baseline():
     """run_tag.py:190 always runs K passes: the baseline is their mean cross-entropy with alpha 0."""
-    settings = _recipe_settings(REPO / "configs" / "xtreme" / "panx_baseline.yaml")
+    settings = recipe_settings(REPO / "configs" / "xtreme" / "panx_baseline.yaml")
     labels = torch.tensor([[-100, 1, 0, -100], [-100, 2, -100, -100]])
     mask = labels.ne(-100).long()
     pass_logits = [torch.randn(2, 4, len(ner_data.PANX_LABELS)) for _ in range(settings.num_passes)]
@@ -280,16 +265,16 @@ def test_the_panx_baseline_is_the_authors_step_with_alpha_0_and_is_labelled_base
     assert settings.num_passes == 3 and settings.alpha == 0.0
     assert ours.item() == pytest.approx(_authors_loss(pass_logits, labels, mask, 0.0), rel=1e-6)
     assert method_name(settings) == "baseline"
-    assert method_name(_recipe_settings(PANX_INTRA)) == "intra"
+    assert method_name(recipe_settings(PANX_INTRA)) == "intra"
 
 
 def test_the_panx_recipe_alpha_schedule_is_the_authors():
     # alpha 1 (the recipe) is constant; alpha 10 (train_panx.sh's default) ramps with p = 2, q = 5
-    settings = _recipe_settings(PANX_INTRA)
+    settings = recipe_settings(PANX_INTRA)
     for alpha in (settings.alpha, 10.0):
         switched = dataclasses.replace(settings, alpha=alpha)
         for step in (1, 100, 1250, 3124, 3125, 6000):
-            expected = _authors_alpha(alpha, step, 6250, 2.0, 5.0)
+            expected = authors_consistency_alpha(alpha, step, 6250, 2.0, 5.0)
             assert switched.alpha_at(step, 6250) == pytest.approx(expected, rel=1e-9)
     assert dataclasses.replace(settings, alpha=10.0).alpha_at(1250, 6250) == pytest.approx(1.0)  # N/q
 
