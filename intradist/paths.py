@@ -28,3 +28,10 @@ def corpus_dir(name: str) -> Path:
             f"(the repository ships it under data/)"
         )
     return path
+
+
+def output_folder(out: Path) -> Path:
+    """``--out`` of a command that writes into a folder (made, or reused by a rerun): a file there is a user error."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    return out

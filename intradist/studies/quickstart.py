@@ -26,7 +26,7 @@ from analysis.pipeline import AnalysisOptions, analyze
 from analysis.report import read_balance
 from intradist.errors import UserError
 from intradist.recipes.fairseq_runs import MODEL_ARGS, USER_DIR, timed, train, training_args
-from intradist.paths import REPO_ROOT, corpus_dir
+from intradist.paths import REPO_ROOT, corpus_dir, output_folder
 from intradist.prepare.translation import PrepareConfig, prepare, translate_and_score
 
 
@@ -94,8 +94,7 @@ def run_quickstart(
         raise UserError(f"--updates must be positive, got {updates}")
     if passes < 2:
         raise UserError(f"--passes must be at least 2, got {passes}")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
+    output_folder(out)
     use_gpu = torch.cuda.is_available() and not cpu
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("results.json", "results.md"):  # a failed run must not leave an older table looking current

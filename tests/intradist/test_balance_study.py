@@ -99,6 +99,16 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert message in result.output and len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("study", ["translation", "vision"])
+def test_an_out_that_is_a_file_is_refused_in_one_line_before_any_training(tmp_path, study):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine\n")
+    result = CliRunner().invoke(balance_study.main, [study, "--out", str(target)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"intradist study balance {study}: --out {target}: exists and is not a folder"
+    assert target.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_a_mistake_found_by_the_job_beside_the_rounds_names_the_command():
     def train_and_score(label, kind, round_number, teacher):
         if kind == "intra":

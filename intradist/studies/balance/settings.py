@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from intradist.recipes.translation import PAPER_SWITCHES
+from intradist.paths import output_folder
 from intradist.settings import DistillationSettings, flat_record
 
 #: The translation study's switches: the IWSLT'14 recipe's, with K = 3 and a constant α = 0.3
@@ -33,6 +34,9 @@ class Study:
     analysis_batches: int = 20
     seed: int = 1
     jobs: int = 2
+
+    def __post_init__(self) -> None:
+        output_folder(Path(self.out))  # refused before any model trains
 
 
 @dataclass
