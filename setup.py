@@ -47,6 +47,17 @@ EXTRAS_REQUIRE = {
     ],
 }
 
+#: Installed package name -> folder of the clone. The sensitivity toolkit (analysis/) is
+#: intradist.analysis. The fairseq plugin (user_dir/) lands at intradist/user_dir/ only so that
+#: --user-dir can name it: fairseq imports it from that folder as the top-level module "user_dir",
+#: so no code imports it as intradist.user_dir (tests/test_architecture.py).
+PACKAGE_DIR = {"intradist": "intradist"}
+for _folder, _name in (("analysis", "intradist.analysis"), ("user_dir", "intradist.user_dir")):
+    PACKAGE_DIR[_name] = _folder
+    for _sub in find_packages(where=_folder):
+        PACKAGE_DIR[f"{_name}.{_sub}"] = f"{_folder}/{_sub.replace('.', '/')}"
+PACKAGES = sorted(find_packages(include=["intradist", "intradist.*"]) + [n for n in PACKAGE_DIR if n != "intradist"])
+
 setup(
     name="intradist",
     version="0.1.0",
@@ -55,14 +66,16 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires="==3.11.*",  # fairseq-fixed is built for Python 3.11
-    # analysis and user_dir are top-level names for now: docs/architecture.md, "Packaging"
-    packages=find_packages(include=["user_dir", "user_dir.*", "intradist", "intradist.*", "analysis", "analysis.*"]),
+    # One installed top-level name, intradist: the clone's top-level folders analysis/ and user_dir/
+    # install as intradist.analysis and intradist/user_dir/ (docs/architecture.md, "Packaging")
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={
         "console_scripts": [
             "intradist=intradist.cli:main",
-            "analyze-sensitivity=analysis.cli:main",
+            "analyze-sensitivity=intradist.analysis.cli:main",
         ]
     },
 )

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.grouping import GRANULARITIES, group_of
-from analysis.sensitivity import CHUNK, ParameterSensitivity, population_mean_std
+from intradist.analysis.grouping import GRANULARITIES, group_of
+from intradist.analysis.sensitivity import CHUNK, ParameterSensitivity, population_mean_std
 from intradist.errors import UserError
 
 #: A parameter is "near zero" when s_j <= NEAR_ZERO_FRACTION * mean(s).

@@ -22,8 +22,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from analysis.loaders.model import LoadedModel
-from analysis.loaders.user_code import import_callable
+from intradist.analysis.loaders.model import LoadedModel
+from intradist.analysis.loaders.user_code import import_callable
 from intradist.errors import UserError
 from intradist.results import parse_jsonl
 

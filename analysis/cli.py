@@ -67,8 +67,8 @@ def main(checkpoints, labels, out, framework, method, granularity, normalize, da
     dict, safetensors), computes every parameter's sensitivity on the same batches and writes
     sensitivity.csv, balance.json, plots, report.md and a self-contained report.html into --out.
     """
-    from analysis.batches import BatchOptions
-    from analysis.pipeline import AnalysisOptions, analyze
+    from intradist.analysis.batches import BatchOptions
+    from intradist.analysis.pipeline import AnalysisOptions, analyze
 
     options = AnalysisOptions(
         framework=framework, method=method, granularity=granularity, normalize=normalize,

@@ -2,8 +2,8 @@
 
 ``load_checkpoint`` detects what a path holds (a fairseq checkpoint, a Hugging Face model folder, a
 torchvision or custom state dict), rebuilds the model on the requested device in eval mode, and
-returns it with a loss function for one batch and what :mod:`analysis.batches` needs to make
-batches the checkpoint's own way. Each framework's loader lives in :mod:`analysis.loaders`.
+returns it with a loss function for one batch and what :mod:`intradist.analysis.batches` needs to make
+batches the checkpoint's own way. Each framework's loader lives in :mod:`intradist.analysis.loaders`.
 
 Safety: every pickle (``.pt``, ``.pth``, ``.bin``) is read with ``torch.load(weights_only=True)``
 after :mod:`intradist.checkpoint_safety` allow-listed the plain-data types fairseq stores;
@@ -16,11 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from analysis.loaders.fairseq_checkpoint import is_fairseq_checkpoint, load_fairseq
-from analysis.loaders.model import LoadedModel, check_device
-from analysis.loaders.safe_reading import read_weights
-from analysis.loaders.state_dict import image_classification_loss, load_state_dict_model
-from analysis.loaders.transformers_folder import load_transformers, quiet_transformers
+from intradist.analysis.loaders.fairseq_checkpoint import is_fairseq_checkpoint, load_fairseq
+from intradist.analysis.loaders.model import LoadedModel, check_device
+from intradist.analysis.loaders.safe_reading import read_weights
+from intradist.analysis.loaders.state_dict import image_classification_loss, load_state_dict_model
+from intradist.analysis.loaders.transformers_folder import load_transformers, quiet_transformers
 from intradist.errors import UserError
 
 #: What other code imports from here: the loader and its result, the device check (the vision trainer), the

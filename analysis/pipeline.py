@@ -1,6 +1,6 @@
 """From checkpoint paths to a written report: the library call behind ``analyze-sensitivity``.
 
-    from analysis.pipeline import AnalysisOptions, analyze
+    from intradist.analysis.pipeline import AnalysisOptions, analyze
     analyses = analyze(["base.pt", "intra.pt"], AnalysisOptions(data="data-bin", max_batches=20), out="report")
 """
 
@@ -15,11 +15,11 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import pandas as pd
 import torch
 
-from analysis.balance import balance_statistics
-from analysis.batches import BatchOptions, make_batches
-from analysis.loading import load_checkpoint
-from analysis.report import CheckpointAnalysis, markdown, versions, write_report
-from analysis.sensitivity import ablation_sensitivity, taylor_sensitivity
+from intradist.analysis.balance import balance_statistics
+from intradist.analysis.batches import BatchOptions, make_batches
+from intradist.analysis.loading import load_checkpoint
+from intradist.analysis.report import CheckpointAnalysis, markdown, versions, write_report
+from intradist.analysis.sensitivity import ablation_sensitivity, taylor_sensitivity
 from intradist.errors import UserError
 
 NORMALIZE_CHOICES = {"none": (None,), "loss": ("loss",), "both": (None, "loss")}

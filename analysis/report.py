@@ -22,9 +22,9 @@ from typing import Dict, List, Optional, Sequence
 import pandas as pd
 import torch
 
-from analysis.balance import balance_by_group, balance_statistics
-from analysis.grouping import layer_of, role_of
-from analysis.sensitivity import ParameterSensitivity
+from intradist.analysis.balance import balance_by_group, balance_statistics
+from intradist.analysis.grouping import layer_of, role_of
+from intradist.analysis.sensitivity import ParameterSensitivity
 from intradist.provenance import package_versions
 
 #: Values drawn per checkpoint for the distribution plots (statistics always use every parameter).

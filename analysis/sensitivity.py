@@ -26,7 +26,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from analysis.grouping import GRANULARITIES, ParameterSlice, attention_head_groups, group_of, layer_of, module_type_of
+from intradist.analysis.grouping import GRANULARITIES, ParameterSlice, attention_head_groups, group_of, layer_of, module_type_of
 from intradist.errors import UserError
 
 #: Computes the scalar loss of ``model`` on one batch; called in eval mode.
@@ -35,7 +35,7 @@ LossFn = Callable[[nn.Module, Any], torch.Tensor]
 METHODS: Tuple[str, ...] = ("taylor", "ablation")
 #: ``None``: plain loss; ``"loss"``: each batch's term divided by that batch's loss.
 NORMALIZATIONS: Tuple[Optional[str], ...] = (None, "loss")
-#: Ablation can also remove single attention heads (see :func:`analysis.grouping.attention_head_groups`).
+#: Ablation can also remove single attention heads (see :func:`intradist.analysis.grouping.attention_head_groups`).
 ABLATION_GRANULARITIES: Tuple[str, ...] = (*GRANULARITIES, "head")
 #: Ablation at "parameter" granularity runs one loss evaluation per scalar: refused above this.
 MAX_PARAMETER_ABLATIONS = 20_000
@@ -83,7 +83,7 @@ class ParameterSensitivity:
         return torch.cat([value.reshape(-1) for value in self.values.values()])
 
     def table(self, granularity: str = "tensor") -> pd.DataFrame:
-        """One row per group (see :func:`analysis.grouping.group_of`): group, layer, module_type
+        """One row per group (see :func:`intradist.analysis.grouping.group_of`): group, layer, module_type
         (missing where the members differ), num_params, sum, mean, std (population), min, max, median.
 
         At "parameter" granularity a large model must not give a row per scalar: one row per tensor

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Grouped ablation (``analysis.sensitivity.ablation_sensitivity``) against a naive loop, in one run.
+"""Grouped ablation (``intradist.analysis.sensitivity.ablation_sensitivity``) against a naive loop, in one run.
 
 The naive loop is what one writes first: for every group, ``copy.deepcopy`` the model, zero the
 group in the copy, and recompute the mean loss over all batches (eval mode, autograd left on as
@@ -41,8 +41,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.grouping import attention_head_groups, group_of  # noqa: E402
-from analysis.sensitivity import ablation_sensitivity  # noqa: E402
+from intradist.analysis.grouping import attention_head_groups, group_of  # noqa: E402
+from intradist.analysis.sensitivity import ablation_sensitivity  # noqa: E402
 
 VOCABULARY, WIDTH, HEADS, FFN, LAYERS = 1000, 128, 4, 512, 4
 

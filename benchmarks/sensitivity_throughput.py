@@ -28,9 +28,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from analysis.batches import BatchOptions, make_batches  # noqa: E402
-from analysis.loading import LoadedModel, load_checkpoint  # noqa: E402
-from analysis.sensitivity import taylor_sensitivity  # noqa: E402
+from intradist.analysis.batches import BatchOptions, make_batches  # noqa: E402
+from intradist.analysis.loading import LoadedModel, load_checkpoint  # noqa: E402
+from intradist.analysis.sensitivity import taylor_sensitivity  # noqa: E402
 
 
 def minilm(device: str, batches: int) -> Tuple[LoadedModel, list, int]:

@@ -54,7 +54,7 @@ class LazyGroup(click.Group):
 @click.group("intradist", cls=LazyGroup, context_settings=CONTEXT, lazy={
     "quickstart": ("intradist.studies.quickstart:main",
                    "Baseline vs intra-distillation on Multi30k in minutes: BLEU, balance, an HTML report."),
-    "analyze": ("analysis.cli:main", "Parameter sensitivity and balance of checkpoints (= analyze-sensitivity)."),
+    "analyze": ("intradist.analysis.cli:main", "Parameter sensitivity and balance of checkpoints (= analyze-sensitivity)."),
 })  # fmt: skip
 def cli() -> None:
     """Intra-distillation and parameter-sensitivity analysis (Xu, Koehn & Murray, EMNLP 2022).
@@ -161,10 +161,12 @@ def fairseq_flags(criterion: str, task: str) -> None:
     """
     import argparse
 
-    import user_dir  # noqa: F401  (registers the plugin)
     from fairseq.criterions import CRITERION_REGISTRY
     from fairseq.tasks import TASK_REGISTRY
 
+    from intradist.analysis.loaders.fairseq_checkpoint import register_fairseq_plugin
+
+    register_fairseq_plugin()
     if task not in TASK_REGISTRY:
         raise UserError(f"--task {task}: not a registered fairseq task")
     parser = argparse.ArgumentParser(

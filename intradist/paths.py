@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -11,6 +12,18 @@ from intradist.errors import UserError
 DATA_ENV_VAR = "INTRADIST_DATA"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def fairseq_plugin_folder() -> Path:
+    """The fairseq plugin's folder, what ``--user-dir`` names: ``user_dir/`` of a clone, ``intradist/user_dir/`` installed.
+
+    Located, not imported: fairseq imports the plugin from this folder as the top-level module
+    ``user_dir``, and a second import as ``intradist.user_dir`` would register its criterions twice.
+    """
+    spec = importlib.util.find_spec("intradist.user_dir")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("intradist is installed without its fairseq plugin; reinstall it (pip install -e .)")
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 def data_root() -> Path:

@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 FLOORS = [
     ("ground", ["intradist$", "intradist.errors", "intradist.paths", "intradist.provenance", "intradist.downloads",
                 "intradist.results", "intradist.losses", "intradist.checkpoint_safety", "intradist.fidelity",
-                "intradist.settings"]),
+                "intradist.settings", "intradist.run_folder"]),
     ("fairseq plugin", ["user_dir"]),
-    ("analysis", ["analysis"]),
+    ("analysis", ["intradist.analysis"]),
     ("trainers and data preparation", ["intradist.trainers", "intradist.prepare"]),
     ("recipes and studies", ["intradist.recipes", "intradist.studies"]),
     ("commands", ["intradist.cli", "intradist.__main__"]),
@@ -50,11 +50,16 @@ def floor_of(module: str) -> Optional[int]:
     return best
 
 
+#: Folder of the clone -> the name its modules are imported by (setup.py's package_dir): the
+#: plugin by the name fairseq gives it, its folder's.
+IMPORT_NAMES = {"intradist": "intradist", "analysis": "intradist.analysis", "user_dir": "user_dir"}
+
+
 def project_modules() -> Dict[str, Path]:
     modules = {}
-    for package in ("intradist", "analysis", "user_dir"):
-        for path in sorted((REPO / package).rglob("*.py")):
-            parts = list(path.relative_to(REPO).with_suffix("").parts)
+    for folder, name in IMPORT_NAMES.items():
+        for path in sorted((REPO / folder).rglob("*.py")):
+            parts = [name, *path.relative_to(REPO / folder).with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts.pop()
             modules[".".join(parts)] = path
@@ -90,6 +95,30 @@ def test_no_module_imports_a_floor_above_its_own():
             if target is not None and target > own:
                 violations.append(f"{module} ({FLOORS[own][0]}) imports {name} ({FLOORS[target][0]})")
     assert violations == []
+
+
+def test_code_imports_each_package_by_its_installed_name():
+    """``analysis`` only as ``intradist.analysis``; the plugin never as ``intradist.user_dir`` (a second copy)."""
+    sources = dict(project_modules())
+    sources.update({".".join(p.relative_to(REPO).with_suffix("").parts): p
+                    for folder in ("tests", "benchmarks", "scripts") for p in (REPO / folder).rglob("*.py")})
+    wrong = [f"{module} imports {name}" for module, path in sources.items() for name in imported_modules(path, module)
+             if name == "analysis" or name.startswith(("analysis.", "intradist.user_dir"))]
+    assert wrong == []
+
+
+def test_intradist_is_the_one_installed_top_level_name():
+    """What an install writes to site-packages: ``intradist`` and nothing that another package could also own."""
+    import setuptools  # noqa: F401  (puts setuptools' distutils, which run_setup belongs to, in place)
+    from distutils.core import run_setup
+
+    distribution = run_setup(str(REPO / "setup.py"), stop_after="init")
+    assert {name.split(".")[0] for name in distribution.packages} == {"intradist"}
+    folders = {name: distribution.package_dir.get(name, name.replace(".", "/")) for name in distribution.packages}
+    assert folders["intradist.analysis"] == "analysis" and folders["intradist.user_dir"] == "user_dir"
+    assert all((REPO / folder / "__init__.py").is_file() for folder in folders.values())
+    assert {p.parent.relative_to(REPO).as_posix() for folder in IMPORT_NAMES for p in (REPO / folder).rglob("__init__.py")} \
+        == set(folders.values())  # fmt: skip
 
 
 def test_the_floor_check_can_fail(tmp_path):

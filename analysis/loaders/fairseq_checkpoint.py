@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from analysis.loaders.model import LoadedModel, parameter_count, seeded
-from analysis.loaders.safe_reading import first_line
+from intradist.analysis.loaders.model import LoadedModel, parameter_count, seeded
+from intradist.analysis.loaders.safe_reading import first_line
 from intradist.errors import UserError
+from intradist.paths import fairseq_plugin_folder
 from intradist.provenance import sha256_of
 
 
@@ -52,13 +53,26 @@ def _prepare_fairseq_state(state: Dict[str, Any], overrides: Dict[str, Any]) -> 
     return checkpoint_utils._upgrade_state_dict(state)
 
 
+def register_fairseq_plugin() -> None:
+    """Import fairseq and the project's plugin the way ``--user-dir`` does, so its task and criterions are registered.
+
+    fairseq's importer names the module after its folder (``user_dir``), as ``fairseq-train
+    --user-dir`` does, so a checkpoint that records that folder finds it already imported.
+    """
+    from argparse import Namespace
+
+    from fairseq.utils import import_user_module
+
+    import_user_module(Namespace(user_dir=str(fairseq_plugin_folder())))
+
+
 def load_fairseq(path: Path, state: Dict[str, Any], data: Optional[Union[str, Path]], seed: int) -> LoadedModel:
     """Rebuild a fairseq model from its stored config, with the task (and dictionaries) of the data directory.
 
     fairseq is imported here, when a fairseq checkpoint is loaded, with the project's plugin
     (``user_dir``: checkpoints of its task and criterions rebuild too).
     """
-    import user_dir  # noqa: F401  (imports fairseq; registers the plugin's task and criterions)
+    register_fairseq_plugin()
     from fairseq import checkpoint_utils, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 

@@ -19,12 +19,12 @@ class LoadedModel:
     """A model ready for forward passes, with how to compute its loss and make its batches."""
 
     model: torch.nn.Module  # on the requested device, eval mode
-    framework: str  # one of analysis.loading.FRAMEWORKS
+    framework: str  # one of intradist.analysis.loading.FRAMEWORKS
     path: Path
     sha256: str  # of the checkpoint file (for a model folder: of its weights file)
     description: str  # one line: what was detected and built
     loss_fn: LossFn  # mean loss of one batch (a scalar)
-    extras: Dict[str, Any]  # what analysis.batches needs (fairseq task, tokenizer, number of classes, ...)
+    extras: Dict[str, Any]  # what intradist.analysis.batches needs (fairseq task, tokenizer, number of classes, ...)
 
 
 def check_device(device: str) -> torch.device:

@@ -8,8 +8,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from analysis.loaders.model import LoadedModel, LossFn, parameter_count, seeded
-from analysis.loaders.user_code import import_callable
+from intradist.analysis.loaders.model import LoadedModel, LossFn, parameter_count, seeded
+from intradist.analysis.loaders.user_code import import_callable
 from intradist.errors import UserError
 from intradist.provenance import sha256_of
 

@@ -9,8 +9,8 @@ from typing import Any, Iterator, Mapping, Optional
 
 import torch
 
-from analysis.loaders.model import LoadedModel, parameter_count, seeded
-from analysis.loaders.safe_reading import first_line, torch_load
+from intradist.analysis.loaders.model import LoadedModel, parameter_count, seeded
+from intradist.analysis.loaders.safe_reading import first_line, torch_load
 from intradist.errors import UserError
 from intradist.provenance import sha256_of
 

@@ -19,10 +19,11 @@ from typing import Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
-from intradist.paths import REPO_ROOT
+from intradist.paths import REPO_ROOT, fairseq_plugin_folder
 from intradist.prepare.translation import REQUIRED_BATCH_SIZE_MULTIPLE
 
-USER_DIR = REPO_ROOT / "user_dir"
+#: What --user-dir names in every run of the plugin.
+USER_DIR = fairseq_plugin_folder()
 
 _JSON_RECORD = re.compile(r"\| (train_inner|train|valid) \| (\{.*\})\s*$")
 _DONE = re.compile(r"done training in ([0-9.]+) seconds")

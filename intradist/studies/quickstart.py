@@ -21,9 +21,9 @@ from typing import Dict, List, Optional
 
 import click
 
-from analysis.batches import BatchOptions
-from analysis.pipeline import AnalysisOptions, analyze
-from analysis.report import read_balance
+from intradist.analysis.batches import BatchOptions
+from intradist.analysis.pipeline import AnalysisOptions, analyze
+from intradist.analysis.report import read_balance
 from intradist.errors import UserError
 from intradist.recipes.fairseq_runs import MODEL_ARGS, USER_DIR, timed, train, training_args
 from intradist.paths import REPO_ROOT, corpus_dir, output_folder
@@ -49,7 +49,7 @@ def methods(passes: int, alpha: float, adaptive: bool) -> List[Method]:
     ]
 
 
-#: The balance statistics of the table (analysis.balance): the paper's std and three scale-free ones.
+#: The balance statistics of the table (intradist.analysis.balance): the paper's std and three scale-free ones.
 TABLE_STATISTICS = (("std", "std", ".3g"), ("cv", "CV", ".3f"), ("gini", "Gini", ".4f"), ("top1_share", "top-1 %", ".3f"))
 NORMALIZATIONS = (("raw", "raw"), ("loss-normalized", "loss-norm."))
 TABLE_NOTE = (

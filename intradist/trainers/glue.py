@@ -24,7 +24,7 @@ import click
 import torch
 from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
 
-from analysis.loading import quiet_transformers
+from intradist.analysis.loading import quiet_transformers
 from intradist.errors import UserError
 from intradist.settings import DistillationSettings, distillation_options
 from intradist.trainers.config_file import config_file_option
@@ -174,8 +174,8 @@ def check_teacher(folder: Path, task: GlueTask) -> Any:
 
 
 def load_teacher(folder: Path, teacher_config: Any, student_config: Any) -> torch.nn.Module:
-    """The teacher of KD or self-distillation, read weights-only by :func:`analysis.loading.load_checkpoint`."""
-    from analysis.loading import load_checkpoint
+    """The teacher of KD or self-distillation, read weights-only by :func:`intradist.analysis.loading.load_checkpoint`."""
+    from intradist.analysis.loading import load_checkpoint
 
     if getattr(teacher_config, "vocab_size", None) != getattr(student_config, "vocab_size", None):
         raise UserError(f"--teacher {folder}: its vocabulary differs from the student's; it cannot read its inputs")

@@ -3,7 +3,7 @@
 Reads the layout of the official GLUE download (``glue_data/TASK/train.tsv``, ``dev.tsv``; MNLI
 ``dev_matched.tsv`` and ``dev_mismatched.tsv``), gzipped or not, and JSON lines exported from the
 Hugging Face ``glue`` data set (``train.jsonl``, ``validation.jsonl``, same field names as there).
-Files are read by :func:`analysis.batches.read_table`, the project's one TSV/JSONL reader.
+Files are read by :func:`intradist.analysis.batches.read_table`, the project's one TSV/JSONL reader.
 
 Labels are mapped to ids in a fixed order per task, the order of the Hugging Face ``glue`` data
 set, so a JSONL export with integer labels and the official TSV strings give the same ids:
@@ -152,7 +152,7 @@ def split_file(data_dir: Path, stem: str) -> Path:
 
 def read_split(task: GlueTask, path: Path) -> Examples:
     """The examples of one file of ``task``: text columns and labels found by name, labels mapped to ids."""
-    from analysis.batches import read_table  # the project's TSV/JSONL reader (analysis imports fairseq: lazily)
+    from intradist.analysis.batches import read_table  # the project's TSV/JSONL reader (analysis imports fairseq: lazily)
 
     columns, rows = read_table(path)
     if task.headerless_columns and not any(name in columns for slot in task.text_fields for name in slot):

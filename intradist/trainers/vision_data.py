@@ -236,7 +236,7 @@ def digits_batches(loaded: Any, options: Any) -> Iterator[Tuple[torch.Tensor, to
 
     Evaluation transform at the ``image_size`` recorded in the ``metrics.json`` beside the
     checkpoint (8 when there is none), in batches of ``options.batch_size``; with
-    ``options.max_batches`` a seeded random subset, like analysis.batches does for image folders.
+    ``options.max_batches`` a seeded random subset, like intradist.analysis.batches does for image folders.
     """
     metrics = Path(loaded.path).parent / "metrics.json"
     image_size = json.loads(metrics.read_text()).get("image_size", 8) if metrics.is_file() else 8

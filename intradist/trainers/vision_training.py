@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from analysis.loading import check_device
+from intradist.analysis.loading import check_device
 from intradist import losses
 from intradist.errors import UserError
 from intradist.provenance import git_commit, package_versions, sha256_of

@@ -15,7 +15,7 @@ import torch
 
 from intradist.errors import UserError
 
-#: ImageNet statistics (as analysis.batches normalises): every source is normalised with them.
+#: ImageNet statistics (as intradist.analysis.batches normalises): every source is normalised with them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: ``--augment``: ``auto`` picks ``pad-crop`` for digits and ``imagenet`` for everything else.

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers import TrainingArguments, set_seed
 
-from analysis.loaders.transformers_folder import quiet_transformers
+from intradist.analysis.loaders.transformers_folder import quiet_transformers
 from intradist.errors import UserError
 from intradist.results import markdown_table
 from intradist.trainers import ner_data

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from analysis.balance import balance_by_group, balance_statistics
-from analysis.sensitivity import ParameterSensitivity
+from intradist.analysis.balance import balance_by_group, balance_statistics
+from intradist.analysis.sensitivity import ParameterSensitivity
 from intradist.errors import UserError
 
 KEYS = ["num_params", "mean", "std", "cv", "gini", "normalized_entropy", "top1_share", "top10_share", "near_zero_share"]

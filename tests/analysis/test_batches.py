@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.batches import BatchOptions, make_batches, read_table
-from analysis.loading import LoadedModel, image_classification_loss, load_checkpoint
+from intradist.analysis.batches import BatchOptions, make_batches, read_table
+from intradist.analysis.loading import LoadedModel, image_classification_loss, load_checkpoint
 from intradist.errors import UserError
 
 

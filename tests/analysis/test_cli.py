@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from analysis.cli import main
+from intradist.analysis.cli import main
 
 REPORT_FILES = {"sensitivity.csv", "balance_by_layer.csv", "balance.json", "report.md", "report.html",
                 "distribution.png", "layers.png"}  # fmt: skip
@@ -56,7 +56,7 @@ def test_fairseq_checkpoints_are_compared_on_the_same_batches(tiny_data_bin, tea
     result = _run([teacher_checkpoint, teacher_checkpoint, "--labels", "a,b", "--data", tiny_data_bin,
                    "--max-batches", "3", "--max-tokens", "500", "--out", out])  # fmt: skip
     assert result.exit_code == 0, result.output
-    from analysis.loading import load_checkpoint
+    from intradist.analysis.loading import load_checkpoint
 
     model = load_checkpoint(teacher_checkpoint, data=tiny_data_bin).model  # tied embeddings count once
     record = _check_report(out, ["a", "b"], sum(p.numel() for p in model.parameters()))
@@ -81,7 +81,7 @@ def test_minilm_with_a_new_head_on_rte(minilm_folder, rte_dev, tmp_path):
                    "--max-batches", "1", "--batch-size", "4", "--max-length", "48", "--normalize", "loss",
                    "--granularity", "layer", "--out", out])  # fmt: skip
     assert result.exit_code == 0, result.output
-    from analysis.loading import load_checkpoint
+    from intradist.analysis.loading import load_checkpoint
 
     num_params = sum(p.numel() for p in load_checkpoint(minilm_folder, num_labels=2).model.parameters())
     record = _check_report(out, ["model"], num_params)
@@ -163,5 +163,5 @@ def test_refusals_are_one_line_with_exit_2(tmp_path, digits_folder):
 
 
 def test_help_shows_examples():
-    result = subprocess.run([sys.executable, "-m", "analysis.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "intradist.analysis.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "Examples:" in result.stdout and "--trust-checkpoint" in result.stdout

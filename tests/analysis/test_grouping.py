@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.grouping import (
+from intradist.analysis.grouping import (
     BLOCK_ROLE,
     GRANULARITIES,
     ROOT_MODULE,

@@ -14,8 +14,8 @@ import torch
 import torchvision
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
 
-from analysis.batches import BatchOptions, make_batches
-from analysis.loading import LoadedModel, load_checkpoint
+from intradist.analysis.batches import BatchOptions, make_batches
+from intradist.analysis.loading import LoadedModel, load_checkpoint
 from intradist.errors import UserError
 
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.grouping import attention_head_groups
-from analysis.sensitivity import (
+from intradist.analysis.grouping import attention_head_groups
+from intradist.analysis.sensitivity import (
     MAX_PARAMETER_ABLATIONS,
     ParameterSensitivity,
     ablation_sensitivity,

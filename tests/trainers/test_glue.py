@@ -94,8 +94,8 @@ def test_intra_distillation_logs_its_terms(rte_runs):
 
 
 def test_saved_folder_loads_in_analyze_sensitivity_and_gives_a_finite_loss(rte_runs):
-    from analysis.batches import BatchOptions, make_batches
-    from analysis.loading import load_checkpoint
+    from intradist.analysis.batches import BatchOptions, make_batches
+    from intradist.analysis.loading import load_checkpoint
 
     folder, _ = rte_runs["intra"]
     loaded = load_checkpoint(folder)  # no --num-labels: the folder has its head and labels
@@ -195,7 +195,7 @@ def test_stsb_trains_as_regression_with_the_passes_variance(stsb_dir, tmp_path, 
     assert set(record["dev"]["dev"]) == {"loss", "pearson", "spearman"}
     correlations = (record["dev"]["dev"]["pearson"], record["dev"]["dev"]["spearman"])
     assert all(value is None or -1 <= value <= 1 for value in correlations)
-    from analysis.loading import load_checkpoint
+    from intradist.analysis.loading import load_checkpoint
 
     loaded = load_checkpoint(out)
     assert loaded.model.config.num_labels == 1 and loaded.model.config.problem_type == "regression"

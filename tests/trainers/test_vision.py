@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import intradist.losses
-from analysis.batches import BatchOptions, make_batches
-from analysis.loading import load_checkpoint
+from intradist.analysis.batches import BatchOptions, make_batches
+from intradist.analysis.loading import load_checkpoint
 from intradist.errors import UserError
 from intradist.settings import DistillationSettings
 from intradist.trainers.vision import grid_command, train_command

@@ -10,7 +10,7 @@ A study here trains
 
 scores every model (BLEU on the test set, or test accuracy for images), computes the Taylor
 sensitivities |θ ∂L/∂θ| of every model on the *same* validation batches, raw and loss-normalized
-(:func:`analysis.pipeline.analyze`), and writes one report: ``study.md``, ``study.json`` and
+(:func:`intradist.analysis.pipeline.analyze`), and writes one report: ``study.md``, ``study.json`` and
 ``study.png`` (score and balance per model) beside the full sensitivity report in ``analysis/``.
 The claims are checked, not assumed: ``study.md`` says for each statistic and normalization
 whether it fell over the rounds and whether intra-distillation is below the baseline.

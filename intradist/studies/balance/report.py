@@ -84,7 +84,7 @@ def plot_study(models: Sequence[StudyModel], balance, score_name: str, path: Pat
 def write_study(out: Path, title: str, models: List[StudyModel], score_name: str, command: str,
                 settings: Dict[str, object], minutes: float) -> Dict[str, object]:  # fmt: skip
     """study.json, study.md and study.png in ``out`` (which holds ``analysis/``)."""
-    from analysis.report import read_balance
+    from intradist.analysis.report import read_balance
 
     balance = read_balance(out / "analysis")
     checks = check_claims(models, balance)

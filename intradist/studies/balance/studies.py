@@ -25,8 +25,8 @@ def _one_thread_each(jobs: int) -> None:
 
 def translation_study(study: TranslationStudy, command: str) -> Dict[str, object]:
     """Train, score and analyse the translation study into ``study.out``; returns study.json's content."""
-    from analysis.batches import BatchOptions
-    from analysis.pipeline import AnalysisOptions, analyze
+    from intradist.analysis.batches import BatchOptions
+    from intradist.analysis.pipeline import AnalysisOptions, analyze
     from intradist.paths import REPO_ROOT, corpus_dir
     from intradist.prepare.translation import PrepareConfig, prepare
 
@@ -53,8 +53,8 @@ def translation_study(study: TranslationStudy, command: str) -> Dict[str, object
 
 def vision_study(study: VisionStudy, command: str) -> Dict[str, object]:
     """Train, score and analyse the vision study into ``study.out``; returns study.json's content."""
-    from analysis.batches import BatchOptions
-    from analysis.pipeline import AnalysisOptions, analyze
+    from intradist.analysis.batches import BatchOptions
+    from intradist.analysis.pipeline import AnalysisOptions, analyze
     from intradist.trainers.vision_models import CIFAR_DEPTHS
     from intradist.trainers.vision_data import load_image_data
 
