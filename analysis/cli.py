@@ -30,7 +30,8 @@ def _split_list(_ctx, _param, value: Optional[str]) -> Optional[Sequence[str]]:
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--labels", callback=_split_list, help="Comma-separated names of the checkpoints in the report.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("sensitivity-report"), show_default=True,
-              help="Report folder (replaced atomically).")  # fmt: skip
+              help="Report folder: new, or an earlier report (replaced whole when the new one is complete).")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Also replace an --out folder that is not an earlier report.")
 @click.option("--framework", type=click.Choice(["auto", "fairseq", "transformers", "torchvision", "state_dict"]),
               default="auto", show_default=True)  # fmt: skip
 @click.option("--method", type=click.Choice(["taylor", "ablation"]), default="taylor", show_default=True,
@@ -58,7 +59,7 @@ def _split_list(_ctx, _param, value: Optional[str]) -> Optional[Sequence[str]]:
 @click.option("--model-factory", default=None, help="module:function building the model of a plain state dict.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling (runs code from the file!).")
 @click.option("--no-plots", is_flag=True, help="Only CSV, JSON and markdown.")
-def main(checkpoints, labels, out, framework, method, granularity, normalize, data, split, text_fields, label_field,
+def main(checkpoints, labels, out, overwrite, framework, method, granularity, normalize, data, split, text_fields, label_field,
          max_length, image_size, hook, max_batches, batch_size, max_tokens, seed, device, arch, num_classes,
          num_labels, model_factory, trust_checkpoint, no_plots) -> None:  # fmt: skip
     """Parameter sensitivity and contribution balance of one or more checkpoints.
@@ -79,7 +80,7 @@ def main(checkpoints, labels, out, framework, method, granularity, normalize, da
                              max_length=max_length, image_size=image_size, hook=hook, device=device),
     )  # fmt: skip
     command = "analyze-sensitivity " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    written = analyze(checkpoints, options, out, labels=labels, command=command)
+    written = analyze(checkpoints, options, out, labels=labels, command=command, overwrite=overwrite)
     click.echo(f"report: {written / 'report.md'}" + ("" if method == "ablation" or no_plots else f" and {written / 'report.html'}"))
 
 

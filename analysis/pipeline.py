@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -21,6 +20,10 @@ from intradist.analysis.loading import load_checkpoint
 from intradist.analysis.report import CheckpointAnalysis, markdown, versions, write_report
 from intradist.analysis.sensitivity import ablation_sensitivity, taylor_sensitivity
 from intradist.errors import UserError
+from intradist.run_folder import RunFolder
+
+#: The command whose marker a report folder carries (the library call and the CLI write the same folder).
+REPORT_COMMAND = "analyze-sensitivity"
 
 NORMALIZE_CHOICES = {"none": (None,), "loss": ("loss",), "both": (None, "loss")}
 
@@ -54,12 +57,28 @@ def _labels(paths: Sequence[Path], labels: Optional[Sequence[str]]) -> List[str]
 
 
 def analyze(paths: Sequence[Union[str, Path]], options: AnalysisOptions, out: Union[str, Path],
-            labels: Optional[Sequence[str]] = None, command: str = "") -> Path:  # fmt: skip
-    """Load every checkpoint, compute its sensitivities on its batches and write the report into ``out``."""
+            labels: Optional[Sequence[str]] = None, command: str = "", overwrite: bool = False) -> Path:  # fmt: skip
+    """Load every checkpoint, compute its sensitivities on its batches and write the report into ``out``.
+
+    ``out`` follows :mod:`intradist.run_folder`: checked before anything loads (never a folder
+    holding a checkpoint or the data; an earlier report is replaced, anything else only with
+    ``overwrite``), written complete or not at all.
+    """
     paths = [Path(p) for p in paths]
     names = _labels(paths, labels)
     if options.normalize not in NORMALIZE_CHOICES:
         raise UserError(f"--normalize {options.normalize!r}: choose from {', '.join(NORMALIZE_CHOICES)}")
+    if options.method not in ("taylor", "ablation"):
+        raise UserError(f"--method {options.method!r}: choose taylor or ablation")
+    inputs = [*paths, *([Path(options.batches.data)] if options.batches.data else [])]
+    folder = RunFolder(Path(out), REPORT_COMMAND, inputs=inputs, overwrite=overwrite, replace_earlier=True).check()
+    with folder as run:
+        _analyze_into(run.staging, paths, names, options, command)
+        run.commit()
+    return folder.out
+
+
+def _analyze_into(staging: Path, paths: List[Path], names: List[str], options: AnalysisOptions, command: str) -> None:
     settings = {**{k: v for k, v in asdict(options).items() if k != "batches"},
                 "batches": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options.batches).items()},
                 "seed": options.batches.seed}  # fmt: skip
@@ -75,21 +94,19 @@ def analyze(paths: Sequence[Union[str, Path]], options: AnalysisOptions, out: Un
             raise UserError(f"{path}: the data gave no batches (check --data, --split and --max-batches)")
         loaded_runs.append((label, loaded, batches))
     if options.method == "ablation":
-        return _write_ablation(Path(out), loaded_runs, options, settings, command)
-    if options.method != "taylor":
-        raise UserError(f"--method {options.method!r}: choose taylor or ablation")
+        return _write_ablation(staging, loaded_runs, options, settings, command)
     analyses = []
     for label, loaded, batches in loaded_runs:
         results = {n: taylor_sensitivity(loaded.model, batches, loaded.loss_fn, normalize=n)
                    for n in NORMALIZE_CHOICES[options.normalize]}  # fmt: skip
         analyses.append(CheckpointAnalysis(label, loaded.path, loaded.framework, loaded.description, loaded.sha256, results))
-    return write_report(Path(out), analyses, granularity=options.granularity, settings=settings,
-                        command=command, plots=options.plots)  # fmt: skip
+    write_report(staging, analyses, granularity=options.granularity, settings=settings, command=command,
+                 plots=options.plots)  # fmt: skip
 
 
-def _write_ablation(out: Path, runs: List[Tuple[str, object, list]], options: AnalysisOptions,
-                    settings: Dict[str, object], command: str) -> Path:  # fmt: skip
-    """Exact ablation per group: ablation.csv, balance.json over the group sensitivities, report.md."""
+def _write_ablation(staging: Path, runs: List[Tuple[str, object, list]], options: AnalysisOptions,
+                    settings: Dict[str, object], command: str) -> None:  # fmt: skip
+    """Exact ablation per group into ``staging``: ablation.csv, balance.json over the group sensitivities, report.md."""
     frames, balance = [], {}
     for label, loaded, batches in runs:
         normalize = "loss" if options.normalize == "loss" else None
@@ -99,9 +116,6 @@ def _write_ablation(out: Path, runs: List[Tuple[str, object, list]], options: An
         frames.append(frame)
         balance[label] = balance_statistics(torch.tensor(frame["sensitivity"].to_numpy(), dtype=torch.float64))
     table = pd.concat(frames, ignore_index=True)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     table.to_csv(staging / "ablation.csv", index=False, float_format="%.8g")
     record = {"command": command, "settings": settings, "versions": versions(),
               "checkpoints": [{"label": l, "path": str(x.path), "sha256": x.sha256, "description": x.description,
@@ -114,6 +128,3 @@ def _write_ablation(out: Path, runs: List[Tuple[str, object, list]], options: An
              "## Balance over groups", "", markdown(summary, "statistic"), "",
              "## Most sensitive groups", "", markdown(top[["checkpoint", "num_params", "sensitivity"]], "group"), ""]  # fmt: skip
     (staging / "report.md").write_text("\n".join(lines))
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
-    return out

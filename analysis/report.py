@@ -13,7 +13,6 @@ import html
 import json
 import logging
 import math
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -189,44 +188,38 @@ def write_report(
     command: str,
     plots: bool = True,
 ) -> Path:
-    """Write sensitivity.csv, balance.json, the plots, report.md and report.html into ``out`` atomically."""
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        sensitivity_table(analyses, granularity).to_csv(staging / "sensitivity.csv", index=False, float_format="%.8g")
-        by_layer = {}
-        for analysis in analyses:
-            for normalize, result in analysis.sensitivities.items():
-                frame = balance_by_group(result, "layer")
-                frame.insert(0, "normalization", NORMALIZATION_NAMES[normalize])
-                frame.insert(0, "checkpoint", analysis.label)
-                by_layer[(analysis.label, normalize)] = frame
-        pd.concat(by_layer.values(), ignore_index=True).to_csv(staging / "balance_by_layer.csv", index=False, float_format="%.8g")
-        record = {
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": command,
-            "settings": settings,
-            "versions": versions(),
-            "checkpoints": [
-                {"label": a.label, "path": str(a.path), "sha256": a.sha256, "framework": a.framework,
-                 "description": a.description,
-                 "batches": {NORMALIZATION_NAMES[n]: {"count": s.num_batches, "mean_loss": sum(s.batch_losses) / len(s.batch_losses)}
-                             for n, s in a.sensitivities.items()},
-                 "balance": a.balance}
-                for a in analyses
-            ],
-        }  # fmt: skip
-        (staging / "balance.json").write_text(json.dumps(record, indent=2, allow_nan=True) + "\n")
-        images = write_plots(analyses, staging, int(settings.get("seed", 1))) if plots else []
-        summary = balance_table(analyses)
-        (staging / "report.md").write_text(_markdown_report(analyses, summary, images, command, record))
-        (staging / "report.html").write_text(_html_report(analyses, summary, images, command, record))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    """Write sensitivity.csv, balance.json, the plots, report.md and report.html into the folder ``out``.
+
+    :func:`intradist.analysis.pipeline.analyze` hands it a staging folder (:mod:`intradist.run_folder`).
+    """
+    sensitivity_table(analyses, granularity).to_csv(out / "sensitivity.csv", index=False, float_format="%.8g")
+    by_layer = {}
+    for analysis in analyses:
+        for normalize, result in analysis.sensitivities.items():
+            frame = balance_by_group(result, "layer")
+            frame.insert(0, "normalization", NORMALIZATION_NAMES[normalize])
+            frame.insert(0, "checkpoint", analysis.label)
+            by_layer[(analysis.label, normalize)] = frame
+    pd.concat(by_layer.values(), ignore_index=True).to_csv(out / "balance_by_layer.csv", index=False, float_format="%.8g")
+    record = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "settings": settings,
+        "versions": versions(),
+        "checkpoints": [
+            {"label": a.label, "path": str(a.path), "sha256": a.sha256, "framework": a.framework,
+             "description": a.description,
+             "batches": {NORMALIZATION_NAMES[n]: {"count": s.num_batches, "mean_loss": sum(s.batch_losses) / len(s.batch_losses)}
+                         for n, s in a.sensitivities.items()},
+             "balance": a.balance}
+            for a in analyses
+        ],
+    }  # fmt: skip
+    (out / "balance.json").write_text(json.dumps(record, indent=2, allow_nan=True) + "\n")
+    images = write_plots(analyses, out, int(settings.get("seed", 1))) if plots else []
+    summary = balance_table(analyses)
+    (out / "report.md").write_text(_markdown_report(analyses, summary, images, command, record))
+    (out / "report.html").write_text(_html_report(analyses, summary, images, command, record))
     return out
 
 

@@ -26,8 +26,9 @@ from intradist.analysis.pipeline import AnalysisOptions, analyze
 from intradist.analysis.report import read_balance
 from intradist.errors import UserError
 from intradist.recipes.fairseq_runs import MODEL_ARGS, USER_DIR, timed, train, training_args
-from intradist.paths import REPO_ROOT, corpus_dir, output_folder
+from intradist.paths import REPO_ROOT, corpus_dir
 from intradist.prepare.translation import PrepareConfig, prepare, translate_and_score
+from intradist.run_folder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ TABLE_NOTE = (
 )
 
 
+#: The command, and the marker its output folder carries (intradist.run_folder).
+COMMAND = "intradist quickstart"
+
+
 def markdown_table(rows: List[Dict[str, object]]) -> str:
     """Method by method: updates, time, tokens/s, BLEU, and each balance statistic raw and loss-normalized."""
     header = ["method", "updates", "wall time (s)", "tokens/s", "BLEU"]
@@ -87,24 +92,35 @@ def run_quickstart(
     seed: int,
     analysis_batches: int = 20,
 ) -> List[Dict[str, object]]:
-    """Run the whole quick start and return its table rows (also written under ``out``)."""
-    import torch
-
+    """Run the whole quick start and return its table rows (also written under ``out``, complete or not at all)."""
     if updates <= 0:
         raise UserError(f"--updates must be positive, got {updates}")
     if passes < 2:
         raise UserError(f"--passes must be at least 2, got {passes}")
-    output_folder(out)
+    if alpha < 0:
+        raise UserError(f"--alpha must be at least 0, got {alpha}")
+    folder = RunFolder(out, COMMAND, replace_earlier=True).check()  # before any work; an earlier quick start is replaced
+    with folder as run:
+        rows = _run_into(run.staging, out, updates, passes, alpha, adaptive_alpha, cpu, vocab_size, max_tokens,
+                         train_lines, test_lines, seed, analysis_batches)  # fmt: skip
+        run.commit()
+    return rows
+
+
+def _run_into(work: Path, out: Path, updates: int, passes: int, alpha: float, adaptive_alpha: bool, cpu: bool,
+              vocab_size: int, max_tokens: int, train_lines: Optional[int], test_lines: Optional[int], seed: int,
+              analysis_batches: int) -> List[Dict[str, object]]:  # fmt: skip
+    """The quick start's work, written into ``work`` (the staging folder); paths in the records name ``out``."""
+    import torch
+
     use_gpu = torch.cuda.is_available() and not cpu
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("results.json", "results.md"):  # a failed run must not leave an older table looking current
-        (out / stale).unlink(missing_ok=True)
-    shutil.rmtree(out / "sensitivity", ignore_errors=True)
     data_config = PrepareConfig(vocab_size=vocab_size, max_train_lines=train_lines, max_test_lines=test_lines)
     runs = methods(passes, alpha, adaptive_alpha)
     steps = 2 + 2 * len(runs)
     click.echo(f"[1/{steps}] preparing Multi30k De->En (sentencepiece {vocab_size}) in {out / 'data-bin'}", err=True)
-    data_bin = prepare(corpus_dir("multi30k"), out / "data-bin", data_config)
+    if (out / "data-bin" / "prepare.json").is_file():  # an earlier quick start's data: prepare() reuses it if it fits
+        shutil.copytree(out / "data-bin", work / "data-bin", dirs_exist_ok=True)
+    data_bin = prepare(corpus_dir("multi30k"), work / "data-bin", data_config)
 
     rows = []
     common = training_args(data_bin, updates, max_tokens, seed, cpu=not use_gpu)
@@ -112,7 +128,7 @@ def run_quickstart(
         device = "GPU" if use_gpu else "CPU"
         click.echo(f"[{2 + 2 * index}/{steps}] training {method.name} for {updates} updates on {device}", err=True)
         slug = method.name.split(" ")[0]
-        save_dir = out / slug
+        save_dir = work / slug
         log, wall = timed(train, [*common, *method.criterion_args], save_dir, slug, updates)
         click.echo(f"[{3 + 2 * index}/{steps}] translating the test set with {save_dir / 'checkpoint_last.pt'}", err=True)
         scored = translate_and_score(data_bin, save_dir / "checkpoint_last.pt", cpu=not use_gpu, user_dir=USER_DIR)
@@ -126,14 +142,14 @@ def run_quickstart(
                 "tokens_per_second": log.target_tokens() / (log.training_seconds or wall),
                 "bleu": scored["bleu"],
                 "sacrebleu_signature": scored["signature"],
-                "checkpoint": str(save_dir / "checkpoint_last.pt"),
+                "checkpoint": save_dir / "checkpoint_last.pt",
             }
         )
         click.echo(f"      BLEU {scored['bleu']:.2f}  ({scored['signature']})", err=True)
 
     click.echo(f"[{steps}/{steps}] parameter sensitivity of both models on the same {analysis_batches} validation "
                f"batches (Taylor, raw and loss-normalized)", err=True)  # fmt: skip
-    report_dir = out / "sensitivity"
+    report_dir = work / "sensitivity"
     batches = BatchOptions(data=data_bin, split="valid", max_batches=analysis_batches, max_tokens=max_tokens, seed=seed,
                            device="cuda" if use_gpu else "cpu")  # fmt: skip
     analyze([row["checkpoint"] for row in rows], AnalysisOptions(framework="fairseq", batches=batches), report_dir,
@@ -142,6 +158,7 @@ def run_quickstart(
     balance = read_balance(report_dir)
     for row in rows:
         row["balance"] = balance[str(row["method"]).split(" ")[0]]
+        row["checkpoint"] = str(out / Path(row["checkpoint"]).relative_to(work))  # where it is once committed
     table = markdown_table(rows)
     report = {
         "rows": rows,
@@ -149,21 +166,21 @@ def run_quickstart(
                      "vocab_size": vocab_size, "max_tokens": max_tokens, "train_lines": train_lines,
                      "test_lines": test_lines, "seed": seed, "analysis_batches": analysis_batches,
                      "device": "cuda" if use_gpu else "cpu"},
-        "sensitivity_report": str(report_dir / "report.html"),
+        "sensitivity_report": str(out / "sensitivity" / "report.html"),
         "model_args": MODEL_ARGS,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "fairseq": importlib.metadata.version("fairseq-fixed"),
                      "sacrebleu": importlib.metadata.version("sacrebleu")},
     }  # fmt: skip
-    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "results.md").write_text(
+    (work / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (work / "results.md").write_text(
         f"# Quick start: Multi30k De->En test\n\n{table}\n\n{TABLE_NOTE}\n\nsacreBLEU: {rows[0]['sacrebleu_signature']}\n\n"
-        f"Sensitivity report: {report_dir / 'report.html'}\n"
+        f"Sensitivity report: {out / 'sensitivity' / 'report.html'}\n"
     )
     return rows
 
 
-@click.command("intradist quickstart", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(COMMAND, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--updates", default=2500, show_default=True, help="Training updates per method.")
 @click.option("--passes", default=2, show_default=True, help="K, stochastic passes of intra-distillation.")
 @click.option("--alpha", default=0.3, show_default=True,

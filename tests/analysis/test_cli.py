@@ -165,3 +165,27 @@ def test_refusals_are_one_line_with_exit_2(tmp_path, digits_folder):
 def test_help_shows_examples():
     result = subprocess.run([sys.executable, "-m", "intradist.analysis.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "Examples:" in result.stdout and "--trust-checkpoint" in result.stdout
+
+
+def test_out_is_checked_before_any_work_and_nothing_is_lost(tmp_path, monkeypatch):
+    """--out naming a folder with an input, the parent, a file, a place below a file or someone else's folder:
+    one line, exit 2, and every byte of what was there before is still there (the issue's deleted checkpoint)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (tmp_path / "work").mkdir()
+    checkpoint = run / "checkpoint.pt"
+    checkpoint.write_bytes(b"not even read")
+    (run / "notes.txt").write_text("mine\n")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    monkeypatch.chdir(tmp_path / "work")
+    cases = [(run, "holds an input of this run"), (Path(".."), "the current folder or one above it"),
+             (run / "notes.txt", "exists and is not a folder"), (run / "notes.txt" / "report", "cannot write in"),
+             (tmp_path, "the current folder or one above it")]  # fmt: skip
+    for out, problem in cases:
+        _one_line_error(_run([checkpoint, "--out", out, "--overwrite"]), f"--out {out}: ", problem)
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "data.csv").write_text("1,2\n")
+    before[tmp_path / "theirs" / "data.csv"] = b"1,2\n"
+    _one_line_error(_run([checkpoint, "--out", tmp_path / "theirs"]), "not written by analyze-sensitivity", "--overwrite")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.rglob("*.partial"))

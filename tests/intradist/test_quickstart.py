@@ -8,6 +8,7 @@ import json
 import math
 import re
 
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -87,3 +88,24 @@ def test_quickstart_refuses_a_file_as_output_folder(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip() == f"intradist quickstart: --out {target}: exists and is not a folder"
     assert target.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--alpha", "-1"], "--alpha must be at least 0, got -1.0"),
+    (["--out", "{foreign}"], "--out {foreign}: exists and was not written by intradist quickstart; "
+                             "choose a new folder or pass --overwrite to replace it"),
+    (["--out", "{below_a_file}"], "--out {below_a_file}: cannot write in {file}"),
+])  # fmt: skip
+def test_quickstart_refuses_bad_input_in_one_line_before_work(tmp_path, flags, message):
+    """Each refusal is one line and exit 2; a folder the quick start did not write keeps every byte."""
+    foreign, file = tmp_path / "mine", tmp_path / "notes.txt"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work\n")
+    file.write_text("keep me\n")
+    names = {"foreign": foreign, "below_a_file": file / "out", "file": file}
+    result = CliRunner().invoke(main, [flag.format(**names) for flag in flags] + (
+        [] if "--out" in flags else ["--out", str(tmp_path / "q")]))  # fmt: skip
+    assert result.exit_code == 2
+    assert result.output.strip() == "intradist quickstart: " + message.format(**names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "notes.txt"]
+    assert (foreign / "thesis.tex").read_text() == "years of work\n" and file.read_text() == "keep me\n"
