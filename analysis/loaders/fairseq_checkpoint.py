@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from intradist.analysis.loaders.model import LoadedModel, parameter_count, seeded
 from intradist.analysis.loaders.safe_reading import first_line
+from intradist import fairseq_dictionaries
 from intradist.errors import UserError
 from intradist.paths import fairseq_plugin_folder
 from intradist.provenance import sha256_of
@@ -27,16 +28,6 @@ def is_fairseq_checkpoint(content: Any) -> bool:
         and "model" in content
         and (content.get("cfg") is not None or content.get("args") is not None)
     )
-
-
-def _recorded_data(state: Mapping[str, Any]) -> Optional[str]:
-    """The data directory the checkpoint was trained on (its first shard)."""
-    if state.get("args") is not None:
-        data = getattr(state["args"], "data", None)
-    else:
-        task = state["cfg"].get("task")
-        data = task.get("data") if isinstance(task, Mapping) else getattr(task, "data", None)
-    return str(data).split(":")[0] if data else None
 
 
 def _prepare_fairseq_state(state: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
@@ -76,7 +67,7 @@ def load_fairseq(path: Path, state: Dict[str, Any], data: Optional[Union[str, Pa
     from fairseq import checkpoint_utils, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-    recorded = _recorded_data(state)
+    recorded = fairseq_dictionaries.recorded_data(state)
     if data is None:
         if recorded is None or not Path(recorded).is_dir():
             raise UserError(
@@ -88,6 +79,10 @@ def load_fairseq(path: Path, state: Dict[str, Any], data: Optional[Union[str, Pa
         data_dir = Path(data)
         if not data_dir.is_dir():
             raise UserError(f"--data {data_dir}: no such directory (a fairseq data-bin with its dictionaries)")
+    trained_with = fairseq_dictionaries.checkpoint_symbols(state)
+    difference = trained_with and fairseq_dictionaries.mismatch(trained_with, fairseq_dictionaries.data_symbols(data_dir, state))
+    if difference:
+        raise UserError(f"--data {data_dir}: its dictionaries are not those {path} was trained with ({difference})")
     overrides = {"data": str(data_dir)}
     state = _prepare_fairseq_state(state, overrides)
     cfg = convert_namespace_to_omegaconf(state["args"]) if state.get("args") is not None else state["cfg"]

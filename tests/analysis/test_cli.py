@@ -189,3 +189,16 @@ def test_out_is_checked_before_any_work_and_nothing_is_lost(tmp_path, monkeypatc
     _one_line_error(_run([checkpoint, "--out", tmp_path / "theirs"]), "not written by analyze-sensitivity", "--overwrite")
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
     assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_data_with_a_foreign_dictionary_is_refused(tiny_data_bin, teacher_checkpoint, tmp_path):
+    """Same size, two symbols swapped: the shapes fit, the tokens would not; refused before any batch."""
+    import shutil
+
+    foreign = shutil.copytree(tiny_data_bin, tmp_path / "foreign-bin")
+    lines = (foreign / "dict.en.txt").read_text().splitlines(keepends=True)
+    lines[10], lines[11] = lines[11], lines[10]
+    (foreign / "dict.en.txt").write_text("".join(lines))
+    result = _run([teacher_checkpoint, "--data", foreign, "--out", tmp_path / "report"])
+    _one_line_error(result, f"--data {foreign}: its dictionaries are not those", "target dictionary: entry 10 is")
+    assert not (tmp_path / "report").exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 import user_dir  # noqa: F401  (registers the plugin)
 from intradist.recipes.fairseq_runs import USER_DIR
-from intradist import losses
+from intradist import fairseq_dictionaries, losses
 from user_dir.criterions.common import ConfigurationError
 from intradist.paths import corpus_dir
 from intradist.prepare.translation import PrepareConfig, prepare
@@ -140,3 +142,43 @@ def test_teacher_that_is_not_a_checkpoint_is_refused_in_one_line(tiny_data_bin, 
     not_a_checkpoint.write_text("these are not weights\n")
     with pytest.raises(ConfigurationError, match=f"--teacher-path {not_a_checkpoint}: cannot load it as a fairseq"):
         build(tiny_data_bin, "--criterion", "label_smoothed_kd", "--teacher-path", str(not_a_checkpoint))
+
+
+def _permuted_teacher(teacher_checkpoint, tmp_path, stored: bool) -> Path:
+    """The teacher with two symbols of its dictionary swapped: same size, same shapes, other tokens.
+
+    ``stored``: in the symbols the plugin's criterions store in ``task_state``; else in the
+    ``dict.*.txt`` files of the data folder its config records (a stock criterion's teacher).
+    """
+    state = torch.load(teacher_checkpoint, weights_only=True)
+    data = Path(state["cfg"]["task"]["data"])
+    symbols = {side: fairseq_dictionaries.file_symbols(data / "dict.en.txt") for side in ("source", "target")}
+    symbols["target"][10], symbols["target"][11] = symbols["target"][11], symbols["target"][10]
+    if stored:
+        state["task_state"] = {fairseq_dictionaries.STATE_KEY: symbols}
+    else:
+        copy = shutil.copytree(data, tmp_path / "permuted-bin")
+        for lang in ("de", "en"):
+            lines = (copy / f"dict.{lang}.txt").read_text().splitlines(keepends=True)
+            lines[10], lines[11] = lines[11], lines[10]
+            (copy / f"dict.{lang}.txt").write_text("".join(lines))
+        state["cfg"]["task"]["data"] = str(copy)
+    permuted = tmp_path / f"permuted-{'stored' if stored else 'recorded'}.pt"
+    torch.save(state, permuted)
+    return permuted
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["stored-symbols", "recorded-data-folder"])
+def test_a_teacher_with_a_permuted_dictionary_of_the_same_size_is_refused(tiny_data_bin, teacher_checkpoint,
+                                                                          tmp_path, stored):  # fmt: skip
+    permuted = _permuted_teacher(teacher_checkpoint, tmp_path, stored)
+    build(tiny_data_bin, "--criterion", "label_smoothed_kd", "--teacher-path", str(teacher_checkpoint))  # the original fits
+    with pytest.raises(ConfigurationError, match=r"another dictionary \(target dictionary: entry 10 is "):
+        build(tiny_data_bin, "--criterion", "label_smoothed_kd", "--teacher-path", str(permuted))
+
+
+def test_the_criterions_store_the_dictionaries_they_train_with(tiny_data_bin):
+    task, _, _, _ = build(tiny_data_bin, "--criterion", "intra_distillation")
+    stored = task.state_dict()[fairseq_dictionaries.STATE_KEY]  # fairseq saves task.state_dict() as task_state
+    assert stored["target"] == fairseq_dictionaries.file_symbols(tiny_data_bin / "dict.en.txt")
+    assert stored["source"] == fairseq_dictionaries.file_symbols(tiny_data_bin / "dict.de.txt")

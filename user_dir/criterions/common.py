@@ -20,7 +20,7 @@ from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.logging import metrics
 from omegaconf import II
 
-from intradist import losses
+from intradist import fairseq_dictionaries, losses
 
 
 class ConfigurationError(ValueError):
@@ -97,6 +97,7 @@ class DistillationCriterion(FairseqCriterion):
         if self.kd_temperature <= 0:
             raise ConfigurationError(f"--kd-temperature must be positive, got {self.kd_temperature}")
         self.teacher = TeacherEnsemble(cfg.teacher_path.split(":"), task) if cfg.teacher_path else None
+        store_dictionaries(task)
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
@@ -203,10 +204,20 @@ class DistillationCriterion(FairseqCriterion):
         return True
 
 
-def _dictionary_symbols(path: Path) -> Optional[List[str]]:
-    if not path.is_file():
-        return None
-    return [line.split(" ")[0] for line in path.read_text(encoding="utf-8").splitlines()]
+def store_dictionaries(task) -> None:
+    """Put the symbols of the task's dictionaries into its checkpointed state (fairseq saves it as ``task_state``).
+
+    Teachers and analyses compare them with their own symbol for symbol (:mod:`intradist.fairseq_dictionaries`).
+    """
+    if getattr(task, "state", None) is not None and getattr(task, "target_dictionary", None) is not None:
+        task.state.merge_state_dict({fairseq_dictionaries.STATE_KEY: task_symbols(task)})
+
+
+def task_symbols(task) -> Dict[str, Optional[List[str]]]:
+    """The symbols of a task's source and target dictionaries (source None for a task without one)."""
+    source = getattr(task, "source_dictionary", None)
+    return {"source": fairseq_dictionaries.dictionary_symbols(source) if source is not None else None,
+            "target": fairseq_dictionaries.dictionary_symbols(task.target_dictionary)}  # fmt: skip
 
 
 class TeacherEnsemble:
@@ -239,24 +250,19 @@ class TeacherEnsemble:
 
     @staticmethod
     def _check_dictionary(path: Path, state: dict, task) -> None:
-        target_dictionary = task.target_dictionary
-        weights = state["model"]
-        output_weights = weights.get("decoder.output_projection.weight", weights.get("decoder.embed_tokens.weight"))
-        if output_weights is not None and output_weights.size(0) != len(target_dictionary):
+        """Refuse a teacher whose dictionaries are not the student's, symbol for symbol (sizes alone prove nothing)."""
+        teacher = fairseq_dictionaries.checkpoint_symbols(state)
+        if teacher is None:
             raise ConfigurationError(
-                f"--teacher-path {path}: the teacher's vocabulary has {output_weights.size(0)} entries, "
-                f"the student's dictionary {len(target_dictionary)}; the teacher must share the student's dictionary"
+                f"--teacher-path {path}: its dictionary cannot be checked (not stored in it, and its recorded data "
+                f"folder {fairseq_dictionaries.recorded_data(state)} has none); the teacher must share the student's"
             )
-        task_cfg = (state.get("cfg") or {}).get("task") or {}
-        data, lang = task_cfg.get("data"), task_cfg.get("target_lang")
-        if data and lang:
-            teacher_symbols = _dictionary_symbols(Path(str(data).split(":")[0]) / f"dict.{lang}.txt")
-            student_symbols = target_dictionary.symbols[target_dictionary.nspecial :]
-            if teacher_symbols is not None and teacher_symbols != list(student_symbols):
-                raise ConfigurationError(
-                    f"--teacher-path {path}: the teacher was trained with another dictionary ({data}); "
-                    f"the teacher must share the student's dictionary"
-                )
+        difference = fairseq_dictionaries.mismatch(teacher, task_symbols(task))
+        if difference is not None:
+            raise ConfigurationError(
+                f"--teacher-path {path}: the teacher was trained with another dictionary ({difference}); "
+                f"the teacher must share the student's dictionary"
+            )
 
     def check_same_architecture(self, student) -> None:
         """Refuse a teacher whose parameters differ in name or shape from the student's."""
