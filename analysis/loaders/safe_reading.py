@@ -39,6 +39,9 @@ def torch_load(path: Path, trust_checkpoint: bool) -> Tuple[Any, bool]:
         message = str(error)
         if not message.startswith("Weights only load failed"):
             raise UserError(f"{path}: cannot be read as a PyTorch checkpoint, truncated or corrupt ({first_line(error)})")
+        operand = re.search(r"Unsupported operand \d+", message)
+        if operand is not None:  # not a type it refused: bytes that are no pickle at all
+            raise UserError(f"{path}: not a PyTorch checkpoint ({operand.group(0)})") from None
         if not trust_checkpoint:
             found = re.search(r"GLOBAL ([\w.]+)", message)
             needed = found.group(1) if found else "a type torch does not allow"

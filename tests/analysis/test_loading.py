@@ -326,3 +326,16 @@ def test_explicit_framework_that_does_not_match_the_file_is_refused(resnet_state
     with pytest.raises(UserError) as excinfo:
         load_checkpoint(path, "transformers")
     assert "folder with config.json" in one_line_error(excinfo)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_bytes_are_not_a_checkpoint_rather_than_a_pickle_to_trust(tmp_path, seed):
+    """Weights-only loading fails on random bytes too; they must not be sent to --trust-checkpoint."""
+    path = tmp_path / "random.pt"
+    path.write_bytes(bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(seed)).tolist()))
+    for trust in (False, True):
+        with pytest.raises(UserError) as excinfo:
+            load_checkpoint(path, trust_checkpoint=trust)
+        message = one_line_error(excinfo)
+        assert message.startswith(f"{path}: ") and "--trust-checkpoint" not in message
+        assert "not a PyTorch checkpoint" in message or "truncated or corrupt" in message
