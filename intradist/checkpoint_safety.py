@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import pickle
+import re
 import typing
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import omegaconf
@@ -56,3 +58,20 @@ def plain_checkpoint_types() -> List[object]:
 def allow_plain_checkpoint_types() -> None:
     """Allow-list :func:`plain_checkpoint_types` for ``torch.load(weights_only=True)``; idempotent."""
     torch.serialization.add_safe_globals(plain_checkpoint_types())
+
+
+def refusal(error: BaseException) -> Optional[str]:
+    """Why weights-only loading refused a file, in words; None when ``error`` is no such refusal.
+
+    torch raises the same ``UnpicklingError`` for a pickle that needs a global it does not allow
+    (say ``posix.system``: code a crafted file would run) and for bytes that are no pickle at all
+    ("Unsupported operand 63"); the two need different advice.
+    """
+    message = str(error)
+    if not isinstance(error, pickle.UnpicklingError) or not message.startswith("Weights only load failed"):
+        return None
+    operand = re.search(r"Unsupported operand \d+", message)
+    if operand is not None:
+        return f"not a PyTorch checkpoint ({operand.group(0)})"
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    return f"needs arbitrary unpickling ({found.group(1) if found else 'a type torch does not allow'})"

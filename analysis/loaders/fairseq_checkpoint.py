@@ -7,6 +7,8 @@ a fairseq checkpoint is loaded; importing this module loads no fairseq.
 from __future__ import annotations
 
 import functools
+import importlib
+import sys
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -45,16 +47,21 @@ def _prepare_fairseq_state(state: Dict[str, Any], overrides: Dict[str, Any]) -> 
 
 
 def register_fairseq_plugin() -> None:
-    """Import fairseq and the project's plugin the way ``--user-dir`` does, so its task and criterions are registered.
+    """Import the project's plugin (and with it fairseq, quietly) so that its task and criterions are registered.
 
-    fairseq's importer names the module after its folder (``user_dir``), as ``fairseq-train
-    --user-dir`` does, so a checkpoint that records that folder finds it already imported.
+    It is imported as fairseq's ``--user-dir`` importer does, as the top-level module named by its
+    folder (``user_dir``) with the folder's parent on ``sys.path`` for the import, so a checkpoint
+    recording that folder as ``common.user_dir`` finds it already imported. fairseq's own importer
+    is not called for it: it imports fairseq first, with its import-time noise.
     """
-    from argparse import Namespace
-
-    from fairseq.utils import import_user_module
-
-    import_user_module(Namespace(user_dir=str(fairseq_plugin_folder())))
+    folder = fairseq_plugin_folder()
+    if folder.name in sys.modules:
+        return
+    sys.path.insert(0, str(folder.parent))
+    try:
+        importlib.import_module(folder.name)
+    finally:
+        sys.path.remove(str(folder.parent))
 
 
 def load_fairseq(path: Path, state: Dict[str, Any], data: Optional[Union[str, Path]], seed: int) -> LoadedModel:

@@ -9,14 +9,13 @@ unless the caller trusts it.
 from __future__ import annotations
 
 import pickle
-import re
 from pathlib import Path
 from typing import Any, Tuple
 
 import safetensors.torch
 import torch
 
-from intradist.checkpoint_safety import allow_plain_checkpoint_types
+from intradist.checkpoint_safety import allow_plain_checkpoint_types, refusal
 from intradist.errors import UserError
 
 
@@ -36,18 +35,13 @@ def torch_load(path: Path, trust_checkpoint: bool) -> Tuple[Any, bool]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True), False
     except pickle.UnpicklingError as error:
-        message = str(error)
-        if not message.startswith("Weights only load failed"):
+        reason = refusal(error)
+        if reason is None:
             raise UserError(f"{path}: cannot be read as a PyTorch checkpoint, truncated or corrupt ({first_line(error)})")
-        operand = re.search(r"Unsupported operand \d+", message)
-        if operand is not None:  # not a type it refused: bytes that are no pickle at all
-            raise UserError(f"{path}: not a PyTorch checkpoint ({operand.group(0)})") from None
+        if not reason.startswith("needs arbitrary unpickling"):
+            raise UserError(f"{path}: {reason}") from None
         if not trust_checkpoint:
-            found = re.search(r"GLOBAL ([\w.]+)", message)
-            needed = found.group(1) if found else "a type torch does not allow"
-            raise UserError(
-                f"{path}: needs arbitrary unpickling ({needed}); pass --trust-checkpoint only if you trust its source"
-            ) from None
+            raise UserError(f"{path}: {reason}; pass --trust-checkpoint only if you trust its source") from None
     except Exception as error:  # torch reports truncation and corruption with many exception types
         raise UserError(f"{path}: cannot be read as a PyTorch checkpoint, truncated or corrupt ({first_line(error)})")
     try:

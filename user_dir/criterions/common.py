@@ -21,6 +21,7 @@ from fairseq.logging import metrics
 from omegaconf import II
 
 from intradist import fairseq_dictionaries, losses
+from intradist.checkpoint_safety import refusal
 
 
 class ConfigurationError(ValueError):
@@ -28,19 +29,24 @@ class ConfigurationError(ValueError):
 
 
 def report_configuration_errors_in_one_line() -> None:
-    """Make an uncaught :class:`ConfigurationError` print one line and exit 2 instead of a traceback.
+    """Make an uncaught :class:`ConfigurationError`, or a checkpoint that weights-only loading refused,
+    print one line and exit 2 instead of a traceback.
 
-    ``fairseq-train`` builds the criterion inside its own ``main``; a bad flag is a user mistake,
-    so the command line should say what to fix, not show a stack. Other exceptions, and code
-    that catches the error itself, are unaffected.
+    ``fairseq-train`` builds the criterion inside its own ``main``, and ``fairseq-generate`` loads
+    ``--path`` there; a bad flag or file is a user mistake, so the command line should say what
+    to fix, not show a stack. Other exceptions, and code that catches the error itself, are
+    unaffected.
     """
     previous_hook = sys.excepthook
     if getattr(previous_hook, "reports_configuration_errors", False):
         return
 
     def hook(kind, error, traceback):
-        if issubclass(kind, ConfigurationError):
-            print(f"error: {error}", file=sys.stderr)
+        refused = refusal(error)
+        if refused is None and _raised_reading_a_checkpoint(traceback):
+            refused = f"not a PyTorch checkpoint, or truncated or corrupt ({kind.__name__})"
+        if issubclass(kind, ConfigurationError) or refused is not None:
+            print(f"error: {error if refused is None else refused_checkpoint(refused)}", file=sys.stderr)
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(2)  # a plain return would exit 1; atexit handlers have nothing to save here
@@ -48,6 +54,27 @@ def report_configuration_errors_in_one_line() -> None:
 
     hook.reports_configuration_errors = True
     sys.excepthook = hook
+
+
+
+def _raised_reading_a_checkpoint(traceback) -> bool:
+    """Whether the exception came out of torch's unpickler inside fairseq's ``load_checkpoint_to_cpu``."""
+    names = []
+    while traceback is not None:
+        code = traceback.tb_frame.f_code
+        names.append((code.co_name, Path(code.co_filename).name))
+        traceback = traceback.tb_next
+    inside = ("load_checkpoint_to_cpu", "checkpoint_utils.py") in names
+    return inside and any(file in ("serialization.py", "_weights_only_unpickler.py") for _, file in names)
+
+
+def refused_checkpoint(reason: str) -> str:
+    """The one line for a checkpoint that weights-only loading refused, naming ``--path`` when the command has one."""
+    arguments = sys.argv[1:]
+    paths = [arguments[i + 1] for i, flag in enumerate(arguments[:-1]) if flag == "--path"]
+    named = f"--path {paths[0]}" if paths else "a checkpoint"
+    safety = "; refused: checkpoints load weights-only here" if reason.startswith("needs arbitrary") else ""
+    return f"{named}: {reason}{safety}"
 
 
 @dataclass
