@@ -202,3 +202,19 @@ def test_data_with_a_foreign_dictionary_is_refused(tiny_data_bin, teacher_checkp
     result = _run([teacher_checkpoint, "--data", foreign, "--out", tmp_path / "report"])
     _one_line_error(result, f"--data {foreign}: its dictionaries are not those", "target dictionary: entry 10 is")
     assert not (tmp_path / "report").exists()
+
+
+def test_an_image_analysis_prints_no_third_party_debug_lines(digits_folder, tmp_path):
+    """PIL logs a DEBUG line per PNG chunk once anything puts a DEBUG handler on the root logger (fairseq's
+    import does); the analysis of images never imports fairseq, so stderr holds progress bars only."""
+    import torchvision
+
+    path = tmp_path / "resnet.pt"
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), path)
+    completed = subprocess.run([sys.executable, "-m", "intradist.analysis.cli", str(path), "--arch", "resnet18",
+                                "--num-classes", "3", "--data", str(digits_folder), "--image-size", "32",
+                                "--batch-size", "5", "--max-batches", "1", "--out", str(tmp_path / "report")],
+                               capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    noise = [line for line in completed.stderr.splitlines() if "DEBUG" in line or "Warning" in line or "INFO" in line]
+    assert noise == []
