@@ -4,7 +4,7 @@ Each clone gets its own ``.venv`` with its own editable install, the third-party
 from the machine's shared package cache. The subprocesses inherit this run's environment, so
 they use the same cache root (``INTRADIST_CACHE``, else ``$XDG_CACHE_HOME/intradist``, else
 ``~/.cache/intradist``) as the ``setup.sh`` that built the environment running these tests:
-warm, each clone takes about 25 seconds; cold, the first takes several minutes (fairseq-fixed
+warm, each clone takes 15 to 30 seconds; cold, the first takes about 3.5 minutes (fairseq-fixed
 compiles). The clones hold this checkout's last commit, with its working copy of setup.sh.
 """
 
