@@ -16,6 +16,7 @@ import csv
 import gzip
 import itertools
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -139,7 +140,9 @@ def _fairseq_batches(loaded: LoadedModel, options: BatchOptions) -> List[Any]:
         seed=options.seed,
         num_workers=0,
     ).next_epoch_itr(shuffle=options.max_batches is not None)
-    batches = [sample for sample in itertools.islice(iterator, options.max_batches) if sample]
+    with warnings.catch_warnings():  # fairseq's loader asks for pinned memory even where there is no GPU to pin for
+        warnings.filterwarnings("ignore", message="'pin_memory' argument is set as true", category=UserWarning)
+        batches = [sample for sample in itertools.islice(iterator, options.max_batches) if sample]
     if not batches:
         raise UserError(f"{data_dir}: no examples in split {options.split!r} fit the model's maximum positions")
     return batches

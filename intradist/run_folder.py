@@ -33,7 +33,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from intradist.errors import UserError
 
@@ -221,3 +221,14 @@ class RunFolder:
             self._lock.close()
             self._lock = None
 
+
+
+def write_folder(out: Path, command: str, write: Callable[[Path], None], **options: Any) -> Path:
+    """Write the folder ``out`` through the protocol: ``write(staging)`` fills it, then it takes ``out``'s place.
+
+    ``options`` are :class:`RunFolder`'s; returns ``out``.
+    """
+    with RunFolder(out, command, **options) as run:
+        write(run.staging)
+        run.commit()
+    return Path(out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -133,7 +134,9 @@ def load_fairseq(path: Path, state: Dict[str, Any], data: Optional[Union[str, Pa
 
 def fairseq_token_nll(model: torch.nn.Module, sample: Mapping[str, Any], padding_idx: int) -> torch.Tensor:
     """Mean negative log-likelihood (natural log) over the non-padding target tokens of a fairseq sample."""
-    net_output = model(**sample["net_input"])
+    with warnings.catch_warnings():  # fairseq 0.12 hands torch's attention a bool padding mask and a float causal mask
+        warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask", category=UserWarning)
+        net_output = model(**sample["net_input"])
     lprobs = model.get_normalized_probs(net_output, log_probs=True)
     target = model.get_targets(sample, net_output)
     return F.nll_loss(lprobs.reshape(-1, lprobs.size(-1)), target.reshape(-1), ignore_index=padding_idx)

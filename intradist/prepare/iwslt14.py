@@ -51,7 +51,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -60,6 +59,7 @@ import click
 from intradist.downloads import download, read_tar_members
 from intradist.provenance import check_sha256, record_sha256, sha256_of
 from intradist.errors import UserError
+from intradist.run_folder import write_folder
 from intradist.prepare.translation import SPLITS, PrepareConfig, prepare
 
 
@@ -258,20 +258,16 @@ def _downloaded_archive(src: str, out: Path) -> Path:
 
 
 def _write_text_folder(splits: Dict[str, Dict[str, List[str]]], folder: Path, record: Dict[str, object]) -> None:
-    """``{train,val,test}.{lang}`` and ``extract.json`` in ``folder``, written under ``.partial`` and renamed."""
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    """``{train,val,test}.{lang}`` and ``extract.json`` in ``folder``, written whole (:mod:`intradist.run_folder`)."""
+
+    def write(staging: Path) -> None:
         for split, by_lang in splits.items():
             for lang, lines in by_lang.items():
                 text = "".join(line + "\n" for line in lines)
                 (staging / f"{SPLITS[split]}.{lang}").write_text(text, encoding="utf-8")
         (staging / "extract.json").write_text(json.dumps(record, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    staging.rename(folder)
+
+    write_folder(folder, "intradist prepare iwslt14", write, replace_earlier=True)
 
 
 def prepare_pair(src: str, out: Path, vocab_size: int, archives: Optional[Path] = None, workers: int = 2) -> Path:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 from intradist.downloads import download
 from intradist.errors import UserError
+from intradist.run_folder import write_folder
 from intradist.paths import corpus_dir
 
 SOURCE = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{name}"
@@ -50,21 +50,16 @@ def text_sha256(path: Path) -> str:
 
 def fetch(dest: Path) -> Path:
     """Download Multi30k De->En into ``dest`` (via ``dest.partial``), every file checked; returns ``dest``."""
-    staging = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+
+    def download_checked(staging: Path) -> None:
         for name, (upstream, expected) in FILES.items():
             download([SOURCE.format(name=upstream)], staging / name,
                      hint=f"copy the corpus by hand into {dest} ({', '.join(FILES)}) or set INTRADIST_DATA")  # fmt: skip
             found = text_sha256(staging / name)
             if found != expected:
                 raise UserError(f"{SOURCE.format(name=upstream)}: content SHA-256 {found} is not the expected {expected}")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    staging.rename(dest)
-    return dest
+
+    return write_folder(dest, "intradist prepare multi30k", download_checked)
 
 
 def multi30k_corpus(allow_download: bool) -> Path:

@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import click
 
 from intradist.errors import UserError
+from intradist.run_folder import write_folder
 
 #: fairseq-fixed 0.12.3.1's batching (fairseq/data/data_utils.py, ``batch_by_size``) drops the last
 #: batch when its size is not a multiple of --required-batch-size-multiple (default 8): 1014
@@ -117,16 +118,8 @@ def prepare(corpus: Path, out: Path, config: PrepareConfig, workers: int = 2) ->
         if len(texts[split][src]) != len(texts[split][tgt]):
             raise UserError(f"{corpus}: {stem}.{src} and {stem}.{tgt} have different numbers of lines")
 
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        _build_data_bin(texts, staging, config, workers)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    staging.rename(out)
-    return out
+    return write_folder(out, "intradist prepare", lambda staging: _build_data_bin(texts, staging, config, workers),
+                        inputs=[corpus])  # fmt: skip
 
 
 def _build_data_bin(texts: Dict[str, Dict[str, List[str]]], staging: Path, config: PrepareConfig, workers: int) -> None:

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from intradist.cli import cli
 from intradist.errors import UserError
+from intradist.run_folder import MARKER
 from intradist.prepare.multi30k import FILES, SOURCE, fetch, multi30k_corpus, text_sha256
 from intradist.paths import REPO_ROOT, corpus_dir
 
@@ -39,7 +40,7 @@ def test_the_pinned_hashes_are_those_of_the_shipped_corpus():
 def test_fetch_downloads_every_file_and_checks_its_content(tmp_path, monkeypatch):
     _serve(monkeypatch)
     dest = fetch(tmp_path / "multi30k")
-    assert sorted(p.name for p in dest.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*FILES, MARKER])  # the files and the run's marker
     assert [p.name for p in tmp_path.iterdir()] == ["multi30k"]
 
 

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from intradist.errors import UserError
+from intradist.run_folder import MARKER
 from intradist.prepare.xtreme import tydiqa
 from intradist.prepare.xtreme.command import main
 from intradist.prepare.xtreme.panx import PANX_URL, parse_panx
@@ -119,7 +120,8 @@ def one_line_error(result, start: str) -> None:
 
 
 def tree(folder) -> list:
-    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+    """The files under ``folder``, without the markers of the output-folder protocol (intradist.run_folder)."""
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file() and path.name != MARKER)
 
 
 def test_prepares_both_tasks_in_the_contract_layout(archives, tmp_path):
@@ -183,6 +185,7 @@ def test_a_rerun_skips_what_is_complete_and_redoes_only_what_is_missing(archives
     shutil.rmtree(out / "panx" / "de")
     (out / "panx" / "de.partial").mkdir()
     (out / "panx" / "de.partial" / "train.tsv").write_text("half")
+    (out / "panx" / "de.partial" / MARKER).write_text(json.dumps({"command": "intradist prepare xtreme"}))  # as a kill leaves it
     (out / "tydiqa" / "ko" / "dev.json").unlink()
     third = run("--out", out, "--archives", archives)
     assert third.exit_code == 0, third.output

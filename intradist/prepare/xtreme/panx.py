@@ -6,9 +6,9 @@ archive is checked against the SHA-256 recorded when it was first converted; see
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-import shutil
 import zipfile
 import zlib
 from pathlib import Path
@@ -20,6 +20,7 @@ from intradist.downloads import read_tar_members
 from intradist.errors import UserError
 from intradist.prepare.xtreme.files import LOCK_NAME, update_manifest, utf8_text
 from intradist.provenance import check_sha256, record_sha256, sha256_of
+from intradist.run_folder import write_folder
 from intradist.trainers.ner_data import PANX_LABELS
 
 PANX_URL = "https://www.amazon.com/clouddrive/share/d3KGCRCIYwhKJF0H3eWA26hjg2ZCRhjpEQtDL70FSBN"
@@ -174,19 +175,15 @@ def prepare_panx(out: Path, source: PanxSource, languages: Sequence[str]) -> Lis
         out.mkdir(parents=True, exist_ok=True)
         record_sha256(lock, panx_member(lang), digest)
         update_manifest(out, "panx", {**zip_source, panx_member(lang): {"sha256": digest}}, counts)
-        folder = out / "panx" / lang
-        staging = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
-            for split, text in texts.items():
-                (staging / f"{split}.tsv").write_text(text, encoding="utf-8")
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder left by hand
-        staging.rename(folder)
+        write_folder(out / "panx" / lang, "intradist prepare xtreme", functools.partial(_write_splits, texts),
+                     replace_earlier=True)  # fmt: skip
     return todo
+
+
+
+def _write_splits(texts: Dict[str, str], folder: Path) -> None:
+    for split, text in texts.items():
+        (folder / f"{split}.tsv").write_text(text, encoding="utf-8")
 
 
 def manual_panx_steps(out: Path, tydiqa_done: bool) -> str:
