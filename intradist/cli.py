@@ -115,7 +115,7 @@ def results() -> None:
 
 
 _PATHS = click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-_OUT = click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the table to this file.")
+_OUT = click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the table to this file (a new one, or one an earlier run wrote).")
 
 
 @results.command("translation", context_settings=CONTEXT)
@@ -123,8 +123,9 @@ _OUT = click.option("--out", type=click.Path(path_type=Path), default=None, help
 @_OUT
 def translation_results(paths: Sequence[Path], out: Optional[Path]) -> None:
     """Methods × language pairs, BLEU mean ± std over seeds, from evaluation JSON lines (the paper's beside)."""
-    from intradist.results import emit_table, translation_table_of
+    from intradist.results import check_table_out, emit_table, translation_table_of
 
+    check_table_out(out, paths)
     emit_table(translation_table_of(paths), out)
 
 
@@ -133,8 +134,9 @@ def translation_results(paths: Sequence[Path], out: Optional[Path]) -> None:
 @_OUT
 def glue_results(paths: Sequence[Path], out: Optional[Path]) -> None:
     """Methods × GLUE tasks, 100 × mean ± std over seeds, from runs (JSON lines, metrics.json files or folders)."""
-    from intradist.results import emit_table, glue_table_of
+    from intradist.results import check_table_out, emit_table, glue_table_of
 
+    check_table_out(out, paths)
     emit_table(glue_table_of(paths), out)
 
 
@@ -144,8 +146,9 @@ def glue_results(paths: Sequence[Path], out: Optional[Path]) -> None:
 @_OUT
 def xtreme_results(paths: Sequence[Path], metric: Optional[str], out: Optional[Path]) -> None:
     """Per task, methods × languages and their average, mean ± std over seeds, from runs."""
-    from intradist.results import emit_table, xtreme_tables_of
+    from intradist.results import check_table_out, emit_table, xtreme_tables_of
 
+    check_table_out(out, paths)
     emit_table(xtreme_tables_of(paths, metric), out)
 
 

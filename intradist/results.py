@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -137,13 +138,34 @@ def results_table(records: Sequence[Dict[str, object]], digits: int = 2) -> str:
     return markdown_table(["method", *header], rows)
 
 
+#: The first line of a table file ``intradist results --out`` writes: a file without it is never replaced.
+TABLE_MARKER = "<!-- written by intradist results; rerunning it replaces this file -->"
+
+
+def check_table_out(out: Optional[Path], inputs: Sequence[Path]) -> None:
+    """Refuse, before anything is read, an ``--out`` file this command may not write (one line, exit 2)."""
+    if out is None:
+        return
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; name a file for the table")
+    if any(Path(path).resolve() == out.resolve() for path in inputs):
+        raise UserError(f"--out {out}: is one of the inputs; name another file for the table")
+    if out.exists():
+        with open(out, encoding="utf-8", errors="replace") as handle:
+            if handle.readline().rstrip("\n") != TABLE_MARKER:
+                raise UserError(f"--out {out}: exists and was not written by intradist results; name another file")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot write in {parent}")
+
+
 def emit_table(table: str, out: Optional[Path]) -> None:
-    """Print a markdown table and, with ``out``, also write it there (atomically)."""
+    """Print a markdown table and, with ``out``, also write it there (atomically, under :data:`TABLE_MARKER`)."""
     click.echo(table)
     if out is not None:
         staging = out.with_name(out.name + ".partial")
-        staging.write_text(table + "\n")
-        staging.rename(out)
+        staging.write_text(f"{TABLE_MARKER}\n{table}\n")
+        staging.replace(out)
 
 
 #: Order of the tasks (the GLUE paper's) and of the methods in the table.

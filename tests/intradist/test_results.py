@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from intradist.errors import UserError
 from intradist.cli import cli
-from intradist.results import format_mean_std, read_jsonl, results_table
+from intradist.results import TABLE_MARKER, format_mean_std, read_jsonl, results_table
 
 
 def _write(path, records):
@@ -57,9 +57,29 @@ def test_command_prints_and_writes_the_table_and_refuses_bad_records(tmp_path):
     records = _write(tmp_path / "r.jsonl", [{"pair": "de-en", "method": "baseline", "bleu": 33.0}])
     result = CliRunner().invoke(cli, ["results", "translation", str(records), "--out", str(tmp_path / "table.md")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "table.md").read_text().strip() == result.output.strip()
+    assert (tmp_path / "table.md").read_text().strip() == f"{TABLE_MARKER}\n{result.output.strip()}"
+    again = CliRunner().invoke(cli, ["results", "translation", str(records), "--out", str(tmp_path / "table.md")])
+    assert again.exit_code == 0, again.output  # its own earlier table is replaced
     missing = _write(tmp_path / "bad.jsonl", [{"pair": "de-en", "bleu": 1.0}])
     result = CliRunner().invoke(cli, ["results", "translation", str(missing)])
     assert result.exit_code == 2 and "record 1 has no method" in result.output
     empty = _write(tmp_path / "empty.jsonl", [])
     assert CliRunner().invoke(cli, ["results", "translation", str(empty)]).exit_code == 2
+
+
+@pytest.mark.parametrize("target, problem", [
+    ("notes.md", "exists and was not written by intradist results; name another file"),
+    ("r.jsonl", "is one of the inputs; name another file for the table"),
+    ("folder", "is a folder; name a file for the table"),
+    ("notes.md/table.md", "cannot write in"),
+])  # fmt: skip
+def test_the_table_file_is_checked_first_and_nothing_else_is_overwritten(tmp_path, target, problem):
+    records = _write(tmp_path / "r.jsonl", [{"pair": "de-en", "method": "baseline", "bleu": 33.0}])
+    (tmp_path / "notes.md").write_text("my notes\n")
+    (tmp_path / "folder").mkdir()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    out = tmp_path / target
+    result = CliRunner().invoke(cli, ["results", "translation", str(records), "--out", str(out)])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        f"intradist results translation: --out {out}: {problem}" + (f" {out.parent}" if problem == "cannot write in" else "")]
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
