@@ -52,12 +52,48 @@ def _load(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> N
         if raw is None:
             defaults[name] = None
             continue
+        expected = _expected_kind(option)
+        values = raw if option.multiple or option.nargs != 1 else [raw]
+        if not isinstance(values, list) or not all(_is_kind(value, expected) for value in values):
+            plural = "a list of " if option.multiple or option.nargs != 1 else ""
+            raise UserError(f"--config {path}: key {key!r}: expected {plural}{expected}, got {_yaml_kind(raw)}")
         try:
             defaults[name] = option.type_cast_value(ctx, raw)
         except click.BadParameter as error:
             raise UserError(f"--config {path}: key {key!r}: {error.message}") from None
     ctx.meta["config_file"] = path
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+def _expected_kind(option: click.Option) -> str:
+    """What YAML value a flag takes: its exact type, so that a coercion can never hide a mistake."""
+    if option.is_flag or isinstance(option.type, click.types.BoolParamType):
+        return "true or false"
+    if isinstance(option.type, (click.types.IntParamType, click.IntRange)):
+        return "an integer"
+    if isinstance(option.type, (click.types.FloatParamType, click.FloatRange)):
+        return "a number"
+    return "a string"
+
+
+def _is_kind(value: Any, expected: str) -> bool:
+    """Whether a YAML value is of the kind :func:`_expected_kind` names (a boolean is no number, 2.7 no integer)."""
+    if expected == "true or false":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if expected == "an integer":
+        return isinstance(value, int)
+    if expected == "a number":
+        return isinstance(value, (int, float))
+    return isinstance(value, (str, int, float))  # a name or a path; YAML reads 2022 or 1e-3 as numbers
+
+
+def _yaml_kind(value: Any) -> str:
+    """A YAML value's kind in words, with the value when it is short."""
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}
+    kind = next((words for cls, words in kinds.items() if type(value) is cls), type(value).__name__)
+    return f"{kind} ({value!r})" if len(repr(value)) <= 40 else kind
 
 
 def config_file_option(function: Callable) -> Callable:

@@ -53,7 +53,12 @@ def test_flags_on_the_command_line_win_over_the_file(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [("task: RTE\nepoch: 3\n", "unknown key 'epoch'; intradist train glue has no flag --epoch"),
-     ("task: RTE\nepochs: three\n", "key 'epochs': 'three' is not a valid float range."),
+     ("task: RTE\nepochs: three\n", "key 'epochs': expected a number, got a string ('three')"),
+     ("task: RTE\nnum-passes: 2.7\n", "key 'num-passes': expected an integer, got a number (2.7)"),
+     ("task: RTE\nalpha: true\n", "key 'alpha': expected a number, got a boolean (True)"),
+     ("task: RTE\nteacher: [1, 2]\n", "key 'teacher': expected a string, got a list ([1, 2])"),
+     ("task: RTE\nmodel: {path: x}\n", "key 'model': expected a string, got a mapping ({'path': 'x'})"),
+     ("task: RTE\nadaptive-alpha: 1\n", "key 'adaptive-alpha': expected true or false, got an integer (1)"),
      ("task: RTE\nnum-passes: 0\n", "key 'num-passes': 0 is not in the range x>=1."),
      ("- task\n- RTE\n", "expected a mapping of flags to values, got a list"),
      ("task: [RTE\n", "not YAML (while parsing a flow sequence)")],
@@ -65,6 +70,18 @@ def test_bad_config_files_are_one_line_errors(tmp_path, text, message):
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"intradist train glue: --config {config}: {message}"]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [glue.main, xtreme.main, vision.train_command], ids=["glue", "xtreme", "vision"])
+def test_a_path_key_given_as_a_list_is_one_line_in_every_trainer(tmp_path, command):
+    """The issue's case: ``teacher: [1, 2]`` was a TypeError traceback in all three trainers."""
+    config = tmp_path / "bad.yaml"
+    config.write_text("teacher: [1, 2]\n")
+    result = CliRunner().invoke(command, ["--config", str(config), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"{command.name}: --config {config}: key 'teacher': expected a string, got a list ([1, 2])"]
+    assert list(tmp_path.iterdir()) == [config]
 
 
 def test_a_missing_config_file_is_a_one_line_error(tmp_path):
