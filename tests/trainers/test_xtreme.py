@@ -456,5 +456,6 @@ def test_an_existing_out_folder_is_refused_unless_overwrite(tmp_path):
     (out / "keep.txt").write_text("mine\n")
     result = run(["--task", "panx", "--data-dir", FIXTURES, "--out", out], catch=True)
     assert result.exit_code == 2
-    assert result.output.strip() == f"intradist train xtreme: --out {out}: already exists; choose another folder or pass --overwrite"
+    assert result.output.strip() == (f"intradist train xtreme: --out {out}: exists and was not written by intradist "
+                                     f"train xtreme; choose a new folder or pass --overwrite to replace it")
     assert (out / "keep.txt").read_text() == "mine\n"
