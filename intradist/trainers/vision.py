@@ -57,8 +57,9 @@ from intradist.trainers.vision_data import HOLDOUT_METHODS
 from intradist.trainers.vision_grid import GRID_DISTILLATION, GridSettings, run_grid
 from intradist.trainers.vision_models import ARCHES, DROPOUT_PLACEMENTS
 from intradist.trainers.vision_schedules import LR_SCHEDULES
-from intradist.trainers.vision_step import MICRO_BATCH_REDUCTIONS, SMOOTHING_STYLES
-from intradist.trainers.vision_training import VisionConfig, train
+from intradist.trainers.distributed import exit_on_sigterm, launched_ranks
+from intradist.trainers.vision_step import MICRO_BATCH_REDUCTIONS, PRECISIONS, SMOOTHING_STYLES
+from intradist.trainers.vision_training import SAVE_STEPS, VisionConfig, train
 from intradist.trainers.vision_transforms import AUGMENTATIONS
 
 
@@ -128,6 +129,11 @@ def _training_options(data_default: Optional[str], out_default: Optional[Path]) 
         click.option("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)."),
         click.option("--workers", type=click.IntRange(min=0), default=None,
                      help="Data loader processes (default: 0 for digits and CIFAR, which sit in memory; else 4)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+                     help="bf16 or fp16: mixed precision (autocast; fp16 with a gradient scaler), on a GPU only."),
+        click.option("--save-steps", type=click.IntRange(min=1), default=SAVE_STEPS, show_default=True,
+                     help="A checkpoint in OUT.partial every N updates: an interrupted run, rerun with the same "
+                          "command, continues from it (docs/distributed.md)."),
     ]  # fmt: skip
 
     def decorate(function: Callable) -> Callable:
@@ -149,17 +155,22 @@ def _config(options: Dict[str, Any], **overrides: Any) -> VisionConfig:
 @click.command("intradist train vision", context_settings={"help_option_names": ["-h", "--help"]})
 @_training_options(data_default=None, out_default=None)
 @click.option("--seed", default=1, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an earlier run's --out folder.")
 @distillation_options
 @config_file_option
 def train_command(**options: Any) -> None:
     """Train an image classifier with the reproduction's recipe, optionally with intra-distillation and a teacher.
 
-    `intradist train vision-grid --help`: the eight-model grid. Details: docs/vision.md.
+    Runs under torchrun --nproc_per_node N as well (--batch-size images per process); an
+    interrupted run continues from its checkpoint when rerun. `intradist train vision-grid --help`:
+    the eight-model grid. Details: docs/vision.md, docs/distributed.md.
     """
     settings = settings_from(options)
     ctx = click.get_current_context()
-    metrics = train(_config(options), settings, extra_files={"config.yaml": config_text(ctx)})
-    click.echo(json.dumps({key: metrics[key] for key in ("best_epoch", "best_val_nll", "test_nll", "test_accuracy")}))
+    with exit_on_sigterm():
+        metrics = train(_config(options), settings, extra_files={"config.yaml": config_text(ctx)})
+    if launched_ranks().writer:
+        click.echo(json.dumps({key: metrics[key] for key in ("best_epoch", "best_val_nll", "test_nll", "test_accuracy")}))
 
 
 @click.command("intradist train vision-grid", context_settings={"help_option_names": ["-h", "--help"]})
@@ -186,6 +197,8 @@ def grid_command(**options: Any) -> None:
     Self-distillation students learn from the matching teacher (same intra-distillation and label
     smoothing, no self-distillation). Writes OUT/seedS/CELL/, OUT/grid.json and OUT/grid.md (the NLL table).
     """
+    if launched_ranks().world_size > 1:
+        raise UserError("runs in one process; under torchrun launch intradist train vision, one cell at a time")
     try:
         seeds = tuple(int(seed) for seed in options.pop("seeds").split(",") if seed.strip())
     except ValueError:

@@ -177,6 +177,22 @@ def test_torchvision_model_saved_by_the_command_loads_with_arch_and_num_classes(
     assert "--arch resnet18 --num-classes 10" in json.loads((out / "metrics.json").read_text())["analyze"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision runs on a CUDA GPU; this machine has none")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_on_a_gpu_and_is_recorded(tmp_path, precision):
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
+    out = tmp_path / precision
+    result = CliRunner().invoke(train_command, ["--data", "digits", "--device", "cuda", "--precision", precision,
+                                                "--num-passes", "2", "--epochs", "2", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["precision"] == precision and metrics["device"].startswith("cuda")
+    assert math.isfinite(metrics["test_nll"]) and metrics["test_nll"] < math.log(10)  # it learned
+    weights = torch.load(out / "model.pt", weights_only=True)
+    assert all(tensor.dtype != torch.float16 and tensor.dtype != torch.bfloat16 for tensor in weights.values())
+
+
 def test_same_seed_gives_the_same_model(tmp_path):
     settings = DistillationSettings(num_passes=2, alpha=1.0)
     first, second = (train(VisionConfig(data="digits", out=tmp_path / name, max_steps=3), settings, progress=False)
@@ -348,7 +364,10 @@ def test_bad_input_is_one_line_with_exit_2(grid_run, digit_images, tmp_path):
     shutil.copy(teacher / "model.pt", bare)
     _one_line_error(run("--data", "digits", "--arch", "resnet32", "--teacher", bare, "--out", tmp_path / "o6"),
                     "not a resnet32")  # fmt: skip
-    _one_line_error(run("--data", "digits", "--out", teacher), "exists")
+    _one_line_error(run("--data", "digits", "--out", teacher), "holds an earlier run", "--overwrite")
+    for precision in ("bf16", "fp16"):  # mixed precision is GPU-only
+        _one_line_error(run("--data", "digits", "--device", "cpu", "--precision", precision, "--out", tmp_path / "o12"),
+                        f"--precision {precision}", "GPU")  # fmt: skip
     _one_line_error(run("--data", "digits", "--num-passes", "3", "--dropout", "0", "--out", tmp_path / "o7"),
                     "--dropout")  # fmt: skip
     _one_line_error(run("--data", "digits", "--micro-batch-size", "7", "--out", tmp_path / "o8"),
