@@ -218,3 +218,35 @@ def test_an_image_analysis_prints_no_third_party_debug_lines(digits_folder, tmp_
     assert completed.returncode == 0, completed.stderr[-2000:]
     noise = [line for line in completed.stderr.splitlines() if "DEBUG" in line or "Warning" in line or "INFO" in line]
     assert noise == []
+
+
+@pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_analysis_leaves_the_earlier_report_and_the_rerun_gives_the_same(digits_folder, tmp_path,
+                                                                                          signum):  # fmt: skip
+    """Fault injection: the analysis is interrupted at a random point; the earlier report stays byte for byte,
+    nothing else is left beside it, and a rerun writes what an uninterrupted run writes."""
+    import random
+    import signal
+    import time
+
+    import torchvision
+
+    path = tmp_path / "resnet.pt"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), path)
+    out = tmp_path / "report"
+    command = [sys.executable, "-m", "intradist.analysis.cli", str(path), "--arch", "resnet18", "--num-classes", "3",
+               "--data", str(digits_folder), "--image-size", "32", "--batch-size", "1", "--max-batches", "6",
+               "--no-plots", "--out", str(out)]  # fmt: skip
+    assert subprocess.run(command, capture_output=True, timeout=300).returncode == 0
+    earlier = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(random.Random(signum).uniform(0.5, 3.0))  # while it imports, loads, batches or computes
+    child.send_signal(signal.Signals(signum))
+    child.communicate(timeout=120)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "resnet.pt"]
+    if child.returncode != 0:  # interrupted (not already finished): the earlier report, byte for byte
+        assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == earlier
+    assert subprocess.run(command, capture_output=True, timeout=300).returncode == 0
+    rerun = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert rerun[Path("sensitivity.csv")] == earlier[Path("sensitivity.csv")]
