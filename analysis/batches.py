@@ -130,18 +130,18 @@ def _fairseq_batches(loaded: LoadedModel, options: BatchOptions) -> List[Any]:
     dataset = task.dataset(options.split)
     if len(dataset) == 0:
         raise UserError(f"{data_dir}: no examples in split {options.split!r}")
-    iterator = task.get_batch_iterator(
-        dataset=dataset,
-        max_tokens=options.max_tokens,
-        max_sentences=options.batch_size,
-        max_positions=utils.resolve_max_positions(task.max_positions(), loaded.model.max_positions()),
-        ignore_invalid_inputs=True,
-        required_batch_size_multiple=1,
-        seed=options.seed,
-        num_workers=0,
-    ).next_epoch_itr(shuffle=options.max_batches is not None)
     with warnings.catch_warnings():  # fairseq's loader asks for pinned memory even where there is no GPU to pin for
         warnings.filterwarnings("ignore", message="'pin_memory' argument is set as true", category=UserWarning)
+        iterator = task.get_batch_iterator(
+            dataset=dataset,
+            max_tokens=options.max_tokens,
+            max_sentences=options.batch_size,
+            max_positions=utils.resolve_max_positions(task.max_positions(), loaded.model.max_positions()),
+            ignore_invalid_inputs=True,
+            required_batch_size_multiple=1,
+            seed=options.seed,
+            num_workers=0,
+        ).next_epoch_itr(shuffle=options.max_batches is not None)
         batches = [sample for sample in itertools.islice(iterator, options.max_batches) if sample]
     if not batches:
         raise UserError(f"{data_dir}: no examples in split {options.split!r} fit the model's maximum positions")

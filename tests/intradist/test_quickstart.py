@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+import warnings
 
 import pytest
 from click.testing import CliRunner
@@ -19,8 +20,13 @@ def test_quickstart_tiny_budget_writes_both_methods_with_bleu(tmp_path):
     out = tmp_path / "quickstart"
     flags = ["--updates", "8", "--train-lines", "1000", "--test-lines", "10", "--vocab-size", "300",
              "--max-tokens", "1000", "--cpu", "--out", str(out)]  # fmt: skip
-    result = CliRunner().invoke(main, flags)
+    with warnings.catch_warnings(record=True) as caught:  # what a newcomer would see printed, pytest aside
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(main, flags)
     assert result.exit_code == 0, result.output
+    hidden_by_default = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+    assert [f"{w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, hidden_by_default)] == []
+    assert not re.search(r"\b(DEBUG|INFO|WARNING)\b", result.output)
     report = json.loads((out / "results.json").read_text())
     rows = report["rows"]
     assert [row["method"].split(" ")[0] for row in rows] == ["baseline", "intra-distillation"]
