@@ -9,7 +9,7 @@ gradient show in the next update's loss (Adam would normalise it away). If fairs
 ranks' losses and sample sizes and averages their gradients the way a single process with the
 union batch would, the logged statistics agree update by update.
 
-docs/distributed-fairseq.md gives the commands and says why each distributed flag is there;
+docs/distributed.md (section "fairseq") gives the commands and says why each distributed flag is there;
 the last test pins the two ways fairseq's own launcher fails on CPU that the page describes.
 """
 
