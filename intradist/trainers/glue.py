@@ -40,6 +40,7 @@ from intradist.trainers.hf import (
     checkpointing,
     default_model,
     first_line,
+    join_processes,
     method_name,
     output_folder,
     resolve_device,
@@ -231,7 +232,7 @@ def train(config: GlueConfig, command: str = COMMAND, extra_files: Optional[Dict
         report_to="none", seed=config.seed, data_seed=config.seed, use_cpu=use_cpu, fp16=fp16,
         optim="adamw_torch", dataloader_num_workers=0, remove_unused_columns=False,
     )  # fmt: skip
-    arguments.device  # under torchrun: joins the other processes (gloo on the CPU, nccl on GPUs)
+    join_processes(arguments)
     optimizer = None
     if config.optimizer == "adamax":  # the paper's GLUE optimizer; Trainer groups the parameters for weight decay
         optimizer = (torch.optim.Adamax, {"lr": config.lr, "betas": (0.9, 0.999), "eps": 1e-8})

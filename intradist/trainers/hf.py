@@ -322,6 +322,14 @@ def checkpointing(staging: Path, save_steps: int) -> Dict[str, Any]:
             "save_total_limit": 1, "ddp_find_unused_parameters": False}  # fmt: skip
 
 
+def join_processes(arguments: Any) -> None:
+    """Under torchrun, join the other processes now (gloo on the CPU, nccl on GPUs): the output folder's ranks talk.
+
+    The Trainer's arguments start the process group when their device is first asked for.
+    """
+    arguments.device  # noqa: B018
+
+
 def resume_point(run: RunFolder) -> Optional[Path]:
     """The newest complete checkpoint of a resumed run (None: train from the start).
 

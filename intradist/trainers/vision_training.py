@@ -24,7 +24,7 @@ import functools
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
@@ -221,17 +221,13 @@ class _Progress:
     step: int = 0
     epoch: int = 1
     batches_done: int = 0  # of this rank's batches in ``epoch``
-    history: Optional[List[Dict[str, Any]]] = None
+    history: List[Dict[str, Any]] = field(default_factory=list)
     best: Optional[Dict[str, Any]] = None
     best_state: Optional[Dict[str, torch.Tensor]] = None
     seconds: float = 0.0
-    sums: Optional[Dict[str, float]] = None  # this rank's, of the epoch so far
+    sums: Dict[str, float] = field(default_factory=lambda: dict.fromkeys(TERMS, 0.0))  # this rank's, of the epoch
     seen: int = 0
     resumed_from: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        self.history = self.history if self.history is not None else []
-        self.sums = self.sums if self.sums is not None else dict.fromkeys(TERMS, 0.0)
 
 
 def _save_checkpoint(staging: Path, progress: _Progress, network: nn.Module, optimizer: torch.optim.Optimizer,

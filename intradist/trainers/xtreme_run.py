@@ -29,6 +29,7 @@ from intradist.trainers.hf import (
     default_model,
     finite,
     first_line,
+    join_processes,
     method_name,
     output_folder,
     resolve_device,
@@ -161,7 +162,7 @@ def train(config: XtremeConfig, command: str = COMMAND, extra_files: Optional[Di
         fp16=fp16, optim="adamw_torch", dataloader_num_workers=0, remove_unused_columns=False,
         label_names=list(task.head.label_names),
     )  # fmt: skip
-    arguments.device  # under torchrun: joins the other processes (gloo on the CPU, nccl on GPUs)
+    join_processes(arguments)
     selection = SelectionCallback(["dev"], f"dev_{task.primary_metric}", config.select)
     with shared_run(folder) as run:
         checkpoint = resume_point(run)
