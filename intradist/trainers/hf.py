@@ -38,6 +38,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from intradist.checkpoint_safety import refusal
 from intradist.errors import UserError
 from intradist.provenance import git_commit, package_versions, sha256_of
 from intradist.run_folder import RunFolder
@@ -384,6 +385,14 @@ def check_model_folder(folder: Path, flag: str) -> None:
         raise UserError(f"{flag} {folder}: no config.json; not a Hugging Face model folder")
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         raise UserError(f"{flag} {folder}: has config.json but no weights ({' or '.join(WEIGHT_FILES)})")
+    if not any(folder.glob("*.safetensors")):  # then transformers unpickles the .bin, weights-only: try it first
+        for path in sorted(folder.glob("*.bin")):
+            try:
+                torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as error:  # a refused global, random bytes or truncation: one line, not a traceback
+                reason = refusal(error) or f"cannot be read ({first_line(error)})"
+                raise UserError(f"{flag} {folder}: {path.name} {reason}; weights are read weights-only "
+                                "(save the model with safetensors)") from None  # fmt: skip
 
 
 def subset_indices(count: int, limit: Optional[int], seed: int) -> List[int]:

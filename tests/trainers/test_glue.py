@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import List, Sequence
 
@@ -21,7 +22,7 @@ from intradist.errors import UserError
 from intradist.paths import corpus_dir
 from intradist.results import read_run_records
 from intradist import losses
-from intradist.trainers import glue
+from intradist.trainers import glue, xtreme
 from intradist.trainers.glue_tasks import (
     TASKS,
     f1,
@@ -381,3 +382,32 @@ def test_run_sh_refuses_an_unknown_method_before_installing_anything():
     assert completed.returncode == 2
     expected = "run.sh: METHOD distill: choose baseline, intra, self-distill or intra+self-distill"
     assert completed.stderr.strip() == expected
+
+
+class _RunsCommandWhenUnpickled:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("command", ["glue", "xtreme"])
+def test_a_teacher_whose_weights_need_unpickling_is_one_line(tmp_path, minilm_folder, command):
+    """The issue's case: a teacher folder holding a pickled .bin that needs full unpickling ended in a traceback
+    (train xtreme) or suggested a --trust-checkpoint flag the command does not have (train glue)."""
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "config.json").write_text((minilm_folder / "config.json").read_text())
+    marker = tmp_path / "pwned"
+    torch.save({"weight": _RunsCommandWhenUnpickled(marker)}, teacher / "pytorch_model.bin")
+    out = tmp_path / "out"
+    xtreme_fixtures = Path(__file__).resolve().parent.parent / "fixtures" / "xtreme"
+    data = ["--task", "RTE"] if command == "glue" else ["--task", "panx", "--data-dir", str(xtreme_fixtures)]
+    main = glue.main if command == "glue" else xtreme.main
+    result = CliRunner().invoke(main, [*data, "--teacher", str(teacher), "--max-steps", "1", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"intradist train {command}: --teacher {teacher}: pytorch_model.bin needs arbitrary unpickling (posix.system); "
+        "weights are read weights-only (save the model with safetensors)"]  # fmt: skip
+    assert not marker.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["teacher"]
