@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 FLOORS = [
     ("ground", ["intradist$", "intradist.errors", "intradist.paths", "intradist.provenance", "intradist.downloads",
                 "intradist.results", "intradist.losses", "intradist.checkpoint_safety", "intradist.fidelity",
-                "intradist.settings", "intradist.run_folder", "intradist.fairseq_dictionaries"]),
+                "intradist.settings", "intradist.run_folder", "intradist.fairseq_dictionaries",
+                "intradist.balance_statistics", "intradist.live_balance"]),
     ("fairseq plugin", ["user_dir"]),
     ("analysis", ["intradist.analysis"]),
     ("trainers and data preparation", ["intradist.trainers", "intradist.prepare"]),
