@@ -94,3 +94,37 @@ def test_generation_decodes_as_the_authors_inference_sh(tmp_path, monkeypatch):
     assert scored["hypotheses"] == ["the cat sat on the mat .", "hello world"]
     assert scored["bleu"] == pytest.approx(100.0)
     assert "tok:13a" in scored["signature"] and "case:mixed" in scored["signature"]
+
+
+@pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_preparation_leaves_nothing_and_the_rerun_gives_the_same(tmp_path, signum):
+    """Fault injection: `intradist prepare translation` interrupted at a random point leaves no folder and no
+    staging; the rerun writes what an uninterrupted run writes."""
+    import random
+    import signal
+    import sys
+    import time
+
+    def command(out):
+        return [sys.executable, "-m", "intradist", "prepare", "translation", "--out", str(out), "--vocab-size", "200",
+                "--max-train-lines", "1500", "--max-test-lines", "20", "--workers", "1"]  # fmt: skip
+
+    def files(folder):
+        return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.suffix != ".log"}
+
+    assert subprocess.run(command(tmp_path / "reference"), capture_output=True, timeout=300).returncode == 0
+    out = tmp_path / "data-bin"
+    child = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(random.Random(signum).uniform(0.5, 4.0))  # while it imports, reads, trains sentencepiece or binarizes
+    child.send_signal(signal.Signals(signum))
+    child.communicate(timeout=120)
+    if child.returncode != 0:  # interrupted before it finished: nothing at all is left
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["reference"]
+    assert subprocess.run(command(out), capture_output=True, timeout=300).returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data-bin", "reference"]
+    written, reference = files(out), files(tmp_path / "reference")
+    assert written.keys() == reference.keys()
+    # prepare.json records the paths; spm.model's bytes vary from run to run while its pieces (spm.vocab) and
+    # everything encoded with it (the dictionaries and binaries) are identical
+    assert [name for name in written if written[name] != reference[name]
+            and name.name not in ("prepare.json", "spm.model")] == []  # fmt: skip
