@@ -15,15 +15,18 @@ loss L̄ is the mean of the batch losses, computed with the model in eval mode (
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves, tree_map
 from tqdm.auto import tqdm
 
 from intradist.analysis.grouping import GRANULARITIES, ParameterSlice, attention_head_groups, group_of, layer_of, module_type_of
@@ -236,16 +239,23 @@ def _batch_losses(model: nn.Module, batches: Sequence[Any], loss_fn: LossFn) -> 
     return torch.stack([loss_fn(model, batch).detach().reshape(()).double() for batch in batches]).cpu()
 
 
-def _ablated_losses_loop(model: nn.Module, group: Group, batches: Sequence[Any], loss_fn: LossFn) -> torch.Tensor:
-    """L_b with the group zeroed in place; the saved slices are copied back afterwards, exactly."""
+@contextlib.contextmanager
+def _zeroed(model: nn.Module, group: Group) -> Iterator[None]:
+    """The group's slices set to 0 in place; the saved slices are copied back afterwards, exactly."""
     saved = [(p, index, p[index].clone()) for p, index in ((model.get_parameter(t), i) for t, i in group[1])]
     try:
         for p, index, _ in saved:
             p[index] = 0
-        return _batch_losses(model, batches, loss_fn)
+        yield
     finally:
         for p, index, value in saved:
             p[index] = value
+
+
+def _ablated_losses_loop(model: nn.Module, group: Group, batches: Sequence[Any], loss_fn: LossFn) -> torch.Tensor:
+    """L_b with the group zeroed in place."""
+    with _zeroed(model, group):
+        return _batch_losses(model, batches, loss_fn)
 
 
 class _LossOf(nn.Module):
@@ -293,6 +303,322 @@ def _ablated_losses_vmap(model: nn.Module, groups: Sequence[Group], batches: Seq
                 module._parameters[attr] = param
 
 
+# Reusing the activations below the ablated group.
+#
+# One forward of ``loss_fn`` is recorded under a torch-function mode: every module call (in the
+# order calls start), a clock that ticks at each call's start and end and at each torch operation,
+# and the tick at which each parameter is first read. A call that returned before any tensor of a
+# group was first read cannot depend on that group: with the group zeroed, its output is the one
+# the unablated forward gave. So for each batch the outputs of such calls are captured once, from
+# the unablated forward, and each group's forward skips them (the module returns its captured
+# output) and computes only what comes after: for a group in block k of a stack of blocks, the
+# blocks k..n-1 and the head, from block k's cached input; for an encoder layer of an
+# encoder-decoder, the rest of the encoder and the whole decoder (its calls come after the first
+# read); for a decoder layer, the decoder from that layer on, with the cached encoder output.
+
+#: Accessors that read a tensor's metadata, not its values: a parameter passed to them is not read.
+_METADATA = frozenset({"size", "dim", "ndim", "ndimension", "numel", "nelement", "shape", "dtype", "device", "layout",
+                       "is_cuda", "is_sparse", "is_quantized", "is_meta", "is_floating_point", "is_complex",
+                       "element_size", "itemsize", "nbytes", "stride", "is_contiguous", "get_device", "requires_grad",
+                       "is_leaf", "grad_fn", "names", "_version"})  # fmt: skip
+#: Leaves besides tensors that a replayed output may hold (anything else: the call is run, not replayed).
+_PLAIN_LEAVES = (type(None), bool, int, float, str, torch.dtype, torch.device)
+
+
+class _Diverged(Exception):
+    """A forward made other module calls than the recorded one (its control flow changed)."""
+
+
+class _CacheChanged(Exception):
+    """A forward changed a kept output in place where the recorded one did not: the cache is spoilt."""
+
+
+@dataclass
+class _Call:
+    """One module call of the recorded forward."""
+
+    module: nn.Module
+    start: int  # the clock when it was called
+    end: int = -1  # the clock when it returned
+    after: int = -1  # the index of the first call after it and every call it made
+    replayable: bool = False  # its captured output can stand in for running it
+    copied: bool = False  # the forward changes its output in place later: kept and handed out as copies
+
+
+class _ReadClock(TorchFunctionMode):
+    """Ticks the recorder's clock at every torch operation and notes each parameter's first read."""
+
+    def __init__(self, calls: "_ModuleCalls") -> None:
+        super().__init__()
+        self.calls = calls
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        calls = self.calls
+        name = getattr(func, "__name__", "")
+        if name == "__get__":  # a property: its name is the descriptor's
+            name = getattr(getattr(func, "__self__", None), "__name__", name)
+        if not calls.paused and name not in _METADATA:
+            calls.clock += 1
+            for leaf in tree_leaves((args, kwargs)):
+                parameter = calls.parameter_names.get(id(leaf))
+                if parameter is not None:
+                    calls.first_read.setdefault(parameter, calls.clock)
+        return func(*args, **kwargs)
+
+
+class _PassThrough(TorchFunctionMode):
+    """Any torch-function mode takes the same code paths as :class:`_ReadClock` (torch's fused
+    transformer layers run their fast path only where no mode is active); this one changes nothing."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def _tensors(tree: Any) -> List[torch.Tensor]:
+    return [leaf for leaf in tree_leaves(tree) if isinstance(leaf, torch.Tensor)]
+
+
+def _handed(output: Any, copied: bool) -> Any:
+    """``output`` in new containers, its tensors cloned when ``copied``."""
+    return tree_map(lambda leaf: leaf.clone() if copied and isinstance(leaf, torch.Tensor) else leaf, output)
+
+
+class _ModuleCalls:
+    """Records, captures and replays the module calls of ``loss_fn(model, batch)``.
+
+    While entered, every submodule's ``forward`` is wrapped (an instance attribute, removed on
+    exit); outside :meth:`record`, :meth:`capture` and :meth:`replay` the wrappers only pass the
+    call through. Capture and replay check that the forward makes the recorded calls in the
+    recorded order, and raise :class:`_Diverged` where it does not. The capture keeps the
+    forward's own output tensors (copies only of those it changes in place afterwards), so the
+    cache of a batch costs about what a backward pass would keep of it.
+    """
+
+    def __init__(self, model: nn.Module, parameters: Dict[str, nn.Parameter]) -> None:
+        self.model = model
+        self.parameter_names = {id(p): name for name, p in parameters.items()}
+        self.parameter_storages = {p.untyped_storage().data_ptr() for p in model.parameters()} - {0}
+        self.calls: List[_Call] = []
+        self.first_read: Dict[str, int] = {}
+        self.clock = self.next = 0
+        self.mode = "off"
+        self.paused = self.diverged = False
+        self.uniform = False  # capture and replay under _PassThrough, where the model's path depends on a mode
+        self.keep: Set[int] = set()
+        self.replay_at: Set[int] = set()
+        self.cache: Dict[int, Any] = {}
+        self.returned: List[Tuple[_Call, List[Tuple[torch.Tensor, int]]]] = []  # kept tensors and their versions
+        self._wrapped: List[Tuple[nn.Module, Any]] = []
+
+    def __enter__(self) -> "_ModuleCalls":
+        try:
+            for module in dict.fromkeys(self.model.modules()):
+                if isinstance(module, torch.jit.ScriptModule):  # its reads are invisible to the read clock
+                    raise TypeError(f"{type(module).__name__} is scripted")
+                own = module.__dict__.get("forward")
+                module.forward = _Forward(self, module, module.forward)
+                self._wrapped.append((module, own))
+        except Exception:  # a scripted module, or one whose forward cannot be replaced
+            self.__exit__()
+            raise _Diverged("a module's forward cannot be wrapped") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for module, own in reversed(self._wrapped):
+            if own is None:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = own
+        self._wrapped = []
+        self.cache, self.returned = {}, []
+
+    def plan(self, loss_fn: LossFn, batch: Any, groups: Sequence[Group]) -> Tuple[List[List[int]], Set[int], torch.Tensor]:
+        """Record the calls on ``batch``, then capture it: the calls each group replays, the calls whose
+        outputs are kept, and the batch's loss. Where the capture makes other calls than the record
+        (a path chosen by the absence of a mode), both are redone with capture and replay under
+        :class:`_PassThrough`; raises :class:`_Diverged` where they still differ."""
+        for uniform in dict.fromkeys((self.uniform, True)):
+            self.uniform = uniform
+            self.record(loss_fn, batch)
+            plan = [self.replayed(dict.fromkeys(tensor for tensor, _ in slices)) for _, slices in groups]
+            keep = set().union(*plan)
+            try:
+                return plan, keep, self.capture(loss_fn, batch, keep)
+            except _Diverged:
+                if uniform:
+                    raise
+        raise AssertionError("unreachable")
+
+    def record(self, loss_fn: LossFn, batch: Any) -> None:
+        """Run ``loss_fn`` under the read clock: the calls, their clocks, each parameter's first read,
+        and which outputs the forward changes in place after they were returned."""
+        self.calls, self.first_read, self.clock, self.returned = [], {}, 0, []
+        self.mode = "record"
+        try:
+            with _ReadClock(self):
+                loss_fn(self.model, batch)
+        finally:
+            self.mode = "off"
+        for call, versions in self.returned:
+            call.copied = any(tensor._version != version for tensor, version in versions)
+        self.returned = []
+
+    def replayed(self, tensors: Iterable[str]) -> List[int]:
+        """The calls to replay when ``tensors`` are ablated: the outermost of those that returned before
+        any of them was first read (none when no read was seen: code the clock cannot see, such as a
+        C++ extension, may read them)."""
+        first = min((self.first_read.get(name, math.inf) for name in tensors), default=math.inf)
+        if first == math.inf:
+            return []
+        chosen, index = [], 0
+        while index < len(self.calls):
+            call = self.calls[index]
+            if call.replayable and call.end < first:
+                chosen.append(index)
+                index = call.after
+            else:
+                index += 1
+        return chosen
+
+    def capture(self, loss_fn: LossFn, batch: Any, keep: Set[int]) -> torch.Tensor:
+        """``loss_fn`` with the model as it is, keeping the outputs of the calls in ``keep``."""
+        self.keep, self.cache, self.returned = keep, {}, []
+        return self._run("capture", loss_fn, batch)
+
+    def replay(self, loss_fn: LossFn, batch: Any, calls: Iterable[int]) -> torch.Tensor:
+        """``loss_fn`` with the given calls answered from the capture instead of run."""
+        self.replay_at = set(calls)
+        return self._run("replay", loss_fn, batch)
+
+    def _run(self, mode: str, loss_fn: LossFn, batch: Any) -> torch.Tensor:
+        self.mode, self.next, self.diverged = mode, 0, False
+        try:
+            with _PassThrough() if self.uniform else contextlib.nullcontext():
+                loss = loss_fn(self.model, batch)
+        finally:
+            self.mode = "off"
+            if any(tensor._version != version for _, versions in self.returned for tensor, version in versions):
+                raise _CacheChanged("the forward changed a kept output in place")  # also when it raised: worse
+        if self.diverged or self.next != len(self.calls):  # also where the model code swallowed _Diverged
+            raise _Diverged("the forward made other module calls than the recorded one")
+        return loss
+
+    def _diverge(self) -> _Diverged:
+        self.diverged = True
+        return _Diverged("the forward made other module calls than the recorded one")
+
+    def call(self, module: nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if self.mode == "off":
+            return forward(*args, **kwargs)
+        if self.mode == "record":
+            return self._record(module, forward, args, kwargs)
+        index = self.next
+        if index >= len(self.calls) or self.calls[index].module is not module:
+            raise self._diverge()
+        call = self.calls[index]
+        if self.mode == "replay" and index in self.replay_at:
+            self.next = call.after
+            return _handed(self.cache[index], call.copied)
+        self.next = index + 1
+        output = forward(*args, **kwargs)
+        if self.next != call.after:
+            raise self._diverge()
+        if self.mode == "capture" and index in self.keep:
+            self.cache[index] = _handed(output, call.copied)
+            if not call.copied:
+                self.returned.append((call, [(tensor, tensor._version) for tensor in _tensors(output)]))
+        return output
+
+    def _record(self, module: nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        self.clock += 1
+        call = _Call(module, self.clock)
+        self.calls.append(call)
+        self.paused = True
+        inputs = [(tensor, tensor._version) for tensor in _tensors((args, kwargs))]
+        self.paused = False
+        output = forward(*args, **kwargs)
+        self.paused = True
+        try:  # replayable: it changed none of its inputs in place, and returns plain data, no parameter itself
+            leaves = tree_leaves(output)
+            call.replayable = all(tensor._version == version for tensor, version in inputs) and all(
+                isinstance(leaf, _PLAIN_LEAVES)
+                or (isinstance(leaf, torch.Tensor) and leaf.untyped_storage().data_ptr() not in self.parameter_storages)
+                for leaf in leaves
+            )
+            self.returned.append((call, [(tensor, tensor._version) for tensor in _tensors(leaves)]))
+        finally:
+            self.paused = False
+        self.clock += 1
+        call.end, call.after = self.clock, len(self.calls)
+        return output
+
+
+class _Forward:
+    """A module's forward, called through :meth:`_ModuleCalls.call`."""
+
+    def __init__(self, calls: _ModuleCalls, module: nn.Module, forward: Callable[..., Any]) -> None:
+        self.calls, self.module, self.forward = calls, module, forward
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.calls.call(self.module, self.forward, args, kwargs)
+
+
+def _ablated_losses_cached(
+    model: nn.Module, groups: Sequence[Group], batches: Sequence[Any], loss_fn: LossFn, normalize: Optional[str],
+    parameters: Dict[str, nn.Parameter], bar: Any,
+) -> Optional[Tuple[List[float], torch.Tensor]]:  # fmt: skip
+    """The base losses L_b and the ablated ones, [batches, groups], reusing the activations below each
+    group (see the comment above :data:`_METADATA`); None where the model does not allow it.
+
+    Per batch, one unablated forward captures the outputs that some group can reuse (about the
+    activations a backward would keep, for one batch); each group then runs only the calls from its
+    first read on. The calls are recorded on the first batch, and again on a batch whose forward
+    makes other calls. A group whose forward makes other calls than the recorded ones is run
+    without replay. Checked once: the group that replays most is also run in full on the first
+    batch, and both losses must agree to 1e-6 relative.
+    """
+    base: List[float] = []
+    rows: List[torch.Tensor] = []
+    bar.reset(total=len(groups) * len(batches))
+    try:
+        with _ModuleCalls(model, parameters) as calls:
+            plan: Optional[List[List[int]]] = None
+            keep: Set[int] = set()
+            for index, batch in enumerate(batches):
+                loss = None
+                if plan is not None:
+                    try:
+                        loss = calls.capture(loss_fn, batch, keep)
+                    except (_Diverged, _CacheChanged):  # this batch runs otherwise: record it
+                        plan = None
+                if plan is None:
+                    plan, keep, loss = calls.plan(loss_fn, batch, groups)
+                base.append(_checked(loss, index, normalize))
+                losses = []
+                for group, replayed in zip(groups, plan):
+                    with _zeroed(model, group):
+                        try:
+                            losses.append(calls.replay(loss_fn, batch, replayed).detach().reshape(()).double())
+                        except _Diverged:
+                            losses.append(loss_fn(model, batch).detach().reshape(()).double())
+                if index == 0:
+                    most = max(range(len(groups)), key=lambda g: sum(calls.calls[c].after - c for c in plan[g]))
+                    with _zeroed(model, groups[most]):
+                        full = loss_fn(model, batch).detach().reshape(()).double()
+                    if not math.isclose(full.item(), losses[most].item(), rel_tol=1e-6, abs_tol=1e-12):
+                        return None
+                rows.append(torch.stack(losses))
+                bar.update(len(groups))
+    except (_Diverged, _CacheChanged):
+        return None
+    except UserError:
+        raise
+    except Exception:  # the recording mode or the wrappers broke the model's forward: not this path
+        return None
+    return base, torch.stack(rows).cpu()
+
+
 def _chunks(groups: Sequence[Group], parameters: Dict[str, nn.Parameter], size: int, budget: int) -> List[List[Group]]:
     """Consecutive groups, at most ``size`` per chunk and at most ``budget`` elements in the
     variants a chunk needs (its number of groups x the elements of the tensors it touches)."""
@@ -318,6 +644,7 @@ def ablation_sensitivity(
     normalize: Optional[str] = None,
     progress: bool = True,
     variants_per_pass: int = VARIANTS_PER_PASS,
+    reuse_activations: bool = True,
 ) -> pd.DataFrame:
     """Exact sensitivity of groups of parameters: |L̄(Θ) − L̄(Θ with the group zeroed)|.
 
@@ -331,13 +658,19 @@ def ablation_sensitivity(
     linear in the group).
 
     The batches are materialised once. Groups are zeroed in place under ``torch.no_grad`` and
-    copied back exactly (never a copy of the model). Up to ``variants_per_pass`` consecutive
-    groups are evaluated in one forward per batch with torch.func.vmap over ablated copies of the
-    tensors they touch (those copies limited to the model's size, or :data:`VARIANT_ELEMENTS_FLOOR`
-    elements for a small model); where the model cannot run
-    under vmap, the groups are evaluated one by one. ``torch.no_grad`` rather than
-    ``inference_mode``: modules that cache tensors made in the forward (fairseq's sinusoidal
-    positions) would otherwise break a later backward.
+    copied back exactly (never a copy of the model). With ``reuse_activations`` (default), each
+    batch's unablated forward is run once and each group recomputes only what comes after the
+    first read of its parameters, from the cached outputs of the modules before it (for a group in
+    block k of a transformer: blocks k..n-1 and the head; see :func:`_ablated_losses_cached`).
+    Where the model does not allow that (its forward cannot be wrapped, or makes other module calls
+    from batch to batch than recorded), the groups are evaluated with the whole forward: up to
+    ``variants_per_pass`` consecutive groups in one forward per batch with torch.func.vmap over
+    ablated copies of the tensors they touch (those copies limited to the model's size, or
+    :data:`VARIANT_ELEMENTS_FLOOR` elements for a small model), or one by one where the model
+    cannot run under vmap. ``table.attrs["evaluation"]`` says which: "reused activations",
+    "vmapped" or "one by one". ``torch.no_grad`` rather than ``inference_mode``: modules that
+    cache tensors made in the forward (fairseq's sinusoidal positions) would otherwise break a
+    later backward.
     """
     if granularity not in ABLATION_GRANULARITIES:
         raise UserError(f"unknown granularity {granularity!r}; choose one of {', '.join(ABLATION_GRANULARITIES)}")
@@ -350,26 +683,17 @@ def ablation_sensitivity(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            base = [_checked(loss_fn(model, batch), index, normalize) for index, batch in enumerate(batches)]
-            budget = max(sum(p.numel() for p in parameters.values()), VARIANT_ELEMENTS_FLOOR)
-            use_vmap = variants_per_pass > 1
-            columns = []
-            with tqdm(total=len(groups), desc=f"ablation ({granularity})", disable=not progress) as bar:
-                for chunk in _chunks(groups, parameters, variants_per_pass, budget):
-                    losses = None
-                    if use_vmap and len(chunk) > 1:
-                        try:
-                            losses = _ablated_losses_vmap(model, chunk, batches, loss_fn)
-                        except Exception:  # the model does not run under vmap (any error); a real error recurs below
-                            use_vmap = False
-                    if losses is None:
-                        losses = torch.stack([_ablated_losses_loop(model, g, batches, loss_fn) for g in chunk], dim=1)
-                    columns.append(losses)
-                    bar.update(len(chunk))
+        with torch.no_grad(), tqdm(total=len(groups), desc=f"ablation ({granularity})", disable=not progress) as bar:
+            cached = _ablated_losses_cached(model, groups, batches, loss_fn, normalize, parameters, bar) if reuse_activations else None
+            if cached is not None:
+                base, ablated = cached
+                evaluation = "reused activations"
+            else:
+                bar.reset(total=len(groups))
+                base = [_checked(loss_fn(model, batch), index, normalize) for index, batch in enumerate(batches)]
+                ablated, evaluation = _ablated_losses_full(model, groups, batches, loss_fn, parameters, variants_per_pass, bar)
     finally:
         model.train(was_training)
-    ablated = torch.cat(columns, dim=1)  # [batches, groups]
     base_losses = torch.tensor(base, dtype=torch.float64)[:, None]
     loss = ablated.mean(0)
     delta = loss - base_losses.mean()
@@ -378,8 +702,33 @@ def ablation_sensitivity(
     else:
         value = delta.abs()
     sizes = [sum(parameters[t][i].numel() for t, i in slices) for _, slices in groups]
-    return pd.DataFrame({"group": [name for name, _ in groups], "num_params": sizes,
-                         "loss": loss.numpy(), "delta": delta.numpy(), "sensitivity": value.numpy()})  # fmt: skip
+    table = pd.DataFrame({"group": [name for name, _ in groups], "num_params": sizes,
+                          "loss": loss.numpy(), "delta": delta.numpy(), "sensitivity": value.numpy()})  # fmt: skip
+    table.attrs["evaluation"] = evaluation
+    return table
+
+
+def _ablated_losses_full(
+    model: nn.Module, groups: Sequence[Group], batches: Sequence[Any], loss_fn: LossFn,
+    parameters: Dict[str, nn.Parameter], variants_per_pass: int, bar: Any,
+) -> Tuple[torch.Tensor, str]:  # fmt: skip
+    """The ablated losses [batches, groups], each from the whole forward: vmapped chunks of up to
+    ``variants_per_pass`` groups, or one group at a time; and which of the two ran."""
+    budget = max(sum(p.numel() for p in parameters.values()), VARIANT_ELEMENTS_FLOOR)
+    use_vmap = variants_per_pass > 1
+    columns = []
+    for chunk in _chunks(groups, parameters, variants_per_pass, budget):
+        losses = None
+        if use_vmap and len(chunk) > 1:
+            try:
+                losses = _ablated_losses_vmap(model, chunk, batches, loss_fn)
+            except Exception:  # the model does not run under vmap (any error); a real error recurs below
+                use_vmap = False
+        if losses is None:
+            losses = torch.stack([_ablated_losses_loop(model, g, batches, loss_fn) for g in chunk], dim=1)
+        columns.append(losses)
+        bar.update(len(chunk))
+    return torch.cat(columns, dim=1), "vmapped" if use_vmap else "one by one"
 
 
 def sensitivity(
