@@ -17,6 +17,7 @@ import collections
 import pickle
 import re
 import typing
+from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
@@ -60,18 +61,26 @@ def allow_plain_checkpoint_types() -> None:
     torch.serialization.add_safe_globals(plain_checkpoint_types())
 
 
-def refusal(error: BaseException) -> Optional[str]:
+def refusal(error: BaseException, path: Optional[Path] = None) -> Optional[str]:
     """Why weights-only loading refused a file, in words; None when ``error`` is no such refusal.
 
     torch raises the same ``UnpicklingError`` for a pickle that needs a global it does not allow
-    (say ``posix.system``: code a crafted file would run) and for bytes that are no pickle at all
-    ("Unsupported operand 63"); the two need different advice.
+    (say ``posix.system``: code a crafted file would run) and for bytes it cannot read at all
+    ("Unsupported operand 63"); the two need different advice. An unreadable operand in a file
+    that starts as a pickle does (``path``, a protocol 2-5 header) is still a pickle to refuse.
     """
     message = str(error)
     if not isinstance(error, pickle.UnpicklingError) or not message.startswith("Weights only load failed"):
         return None
     operand = re.search(r"Unsupported operand \d+", message)
-    if operand is not None:
+    if operand is not None and not (path is not None and _starts_as_a_pickle(path)):
         return f"not a PyTorch checkpoint ({operand.group(0)})"
     found = re.search(r"GLOBAL ([\w.]+)", message)
     return f"needs arbitrary unpickling ({found.group(1) if found else 'a type torch does not allow'})"
+
+
+def _starts_as_a_pickle(path: Path) -> bool:
+    """Whether a file begins with a pickle's PROTO opcode and a protocol number of 2 to 5."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5

@@ -35,7 +35,7 @@ def torch_load(path: Path, trust_checkpoint: bool) -> Tuple[Any, bool]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True), False
     except pickle.UnpicklingError as error:
-        reason = refusal(error)
+        reason = refusal(error, path)
         if reason is None:
             raise UserError(f"{path}: cannot be read as a PyTorch checkpoint, truncated or corrupt ({first_line(error)})")
         if not reason.startswith("needs arbitrary unpickling"):

@@ -17,6 +17,11 @@ output folder is a resumable :class:`~intradist.run_folder.RunFolder`: the Train
 the state of :class:`SelectionCallback` (the evaluations so far and the weights it selected), and
 a rerun of an interrupted command continues from the newest complete one
 (``resume_from_checkpoint``). The checkpoints are removed before ``OUT`` is put in place.
+
+Balance while training. ``--log-balance-every N`` adds :class:`BalanceCallback`: every N updates,
+the Taylor balance statistics of that update's gradient (:mod:`intradist.live_balance`) go to the
+Trainer's log (``balance_std``, ``balance_cv``, ``balance_gini``, ``balance_top1_share``, hence
+``log.jsonl``) and to ``balance_log.jsonl`` in the run folder.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from intradist.checkpoint_safety import refusal
 from intradist.errors import UserError
+from intradist.live_balance import BalanceLog, balance_record, log_values
 from intradist.provenance import git_commit, package_versions, sha256_of
 from intradist.run_folder import RunFolder
 from intradist.settings import DistillationSettings, settings_from
@@ -114,6 +120,25 @@ class DistillationTrainer(Trainer):
             teacher.to(self.args.device).eval().requires_grad_(False)
         self._term_sums: Dict[str, torch.Tensor] = {}
         self._term_count = 0
+        self.pre_clip_norm: Optional[torch.Tensor] = None  # of the current update, when --max-grad-norm clips
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, BalanceCallback):
+                callback.trainer = self
+
+    def _clip_grad_norm(self, model):
+        """The Trainer's clipping, noting the norm before it (:class:`BalanceCallback` logs the unclipped gradient)."""
+        self.pre_clip_norm = super()._clip_grad_norm(model)
+        return self.pre_clip_norm
+
+    def clipping_factor(self) -> float:
+        """What the clipping of the current update multiplied the gradient by (1: not clipped).
+
+        torch's ``clip_grad_norm_``, which accelerate calls: min(1, max_norm / (norm + 1e-6)).
+        """
+        if self.args.max_grad_norm <= 0 or self.pre_clip_norm is None:
+            return 1.0
+        norm = torch.as_tensor(self.pre_clip_norm, dtype=torch.float32)
+        return float(torch.clamp(self.args.max_grad_norm / (norm + 1e-6), max=1.0))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         targets = self.head.targets(inputs)
@@ -228,6 +253,56 @@ class SelectionCallback(TrainerCallback):
         return self.best_step
 
 
+class BalanceCallback(TrainerCallback):
+    """``--log-balance-every N``: the balance statistics of every Nth update's gradient.
+
+    Called at ``on_pre_optimizer_step``, where the Trainer has accumulated the update's
+    micro-batches (``--gradient-accumulation``), DistributedDataParallel has averaged the ranks'
+    gradients, an fp16 gradient scaler has been undone, and ``--max-grad-norm`` has clipped; the
+    clipping is divided out again, so the record is of the unclipped gradient of the update's
+    mean loss, what ``analyze-sensitivity`` computes (with K = 1 and no dropout: the same numbers).
+    Rank 0 alone computes it; when the update is done (``on_step_end``) it goes into the Trainer's
+    log (:meth:`Trainer.log`, with the update as ``step``) and is appended to ``folder``'s
+    ``balance_log.jsonl``. ``resumed_at``: the step of the checkpoint a resumed run continues
+    from; the records the interrupted run logged after it are dropped (they are logged again).
+    An update whose gradient overflowed (fp16) is not logged.
+    """
+
+    def __init__(self, every: int, folder: Optional[Path], resumed_at: Optional[int] = None) -> None:
+        self.every = every
+        self.log = BalanceLog(folder, every, resumed_at) if folder is not None else None
+        self.trainer: Optional[DistillationTrainer] = None  # set by the trainer that holds the callback
+        self.pending: Optional[Dict[str, float]] = None
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        step = state.global_step + 1
+        if state.is_world_process_zero and step % self.every == 0 and model is not None:
+            factor = self.trainer.clipping_factor() if self.trainer is not None else 1.0
+            self.pending = balance_record(step, model.parameters(), scale=1.0 / factor)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        record, self.pending = self.pending, None
+        if record is None:
+            return
+        if self.log is not None:
+            self.log.append(record)
+        if self.trainer is not None:
+            self.trainer.log(log_values(record))
+
+
+def balance_callbacks(every: int, run: RunFolder, checkpoint: Optional[Path]) -> List[TrainerCallback]:
+    """The callbacks of ``--log-balance-every N``: a :class:`BalanceCallback` writing into the run's staging folder
+    (rank 0), none when N is 0."""
+    if every <= 0:
+        return []
+    return [BalanceCallback(every, run.staging if run.writer else None, checkpoint_step(checkpoint))]
+
+
+def checkpoint_step(checkpoint: Optional[Path]) -> Optional[int]:
+    """The update a Trainer checkpoint (``checkpoint-N``) was saved at; None for none."""
+    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else None
+
+
 def train_and_select(trainer: Trainer, selection: SelectionCallback,
                      checkpoint: Optional[Path] = None) -> Tuple[int, float]:  # fmt: skip
     """Train (from ``checkpoint`` when resuming); evaluate the final weights too when the last step was no
@@ -264,7 +339,7 @@ def run_record(trainer: Trainer, selection: SelectionCallback, config: Any, trai
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         **distributed.world_record(ranks, args.per_device_train_batch_size, args.gradient_accumulation_steps),
-        "resumed_from_step": int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else None,
+        "resumed_from_step": checkpoint_step(checkpoint),
         "train_seconds": round(train_seconds, 2),
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
@@ -354,7 +429,7 @@ def resume_point(run: RunFolder) -> Optional[Path]:
 
 
 def run_options(function: Callable) -> Callable:
-    """The flags every transformers command shares: budget, seed, demo subsets, logging, device, overwrite."""
+    """The flags every transformers command shares: budget, seed, demo subsets, logging, device, balance logging, overwrite."""
     options = [
         click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Updates; overrides --epochs."),
         click.option("--seed", type=int, default=1, show_default=True),
@@ -370,6 +445,10 @@ def run_options(function: Callable) -> Callable:
         click.option("--save-steps", type=click.IntRange(min=1), default=SAVE_STEPS, show_default=True,
                      help="A checkpoint in OUT.partial every N updates (the last one kept): an interrupted run, "
                           "rerun with the same command, continues from it (docs/distributed.md)."),
+        click.option("--log-balance-every", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Every N updates, log the balance statistics (std, cv, gini, top-1% share) of the "
+                          "update's parameter sensitivities |θ·grad| to the Trainer's log and OUT/balance_log.jsonl; "
+                          "0: never (docs/glue.md)."),
         click.option("--overwrite", is_flag=True, help="Replace an existing --out folder."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -390,7 +469,7 @@ def check_model_folder(folder: Path, flag: str) -> None:
             try:
                 torch.load(path, map_location="cpu", weights_only=True)
             except Exception as error:  # a refused global, random bytes or truncation: one line, not a traceback
-                reason = refusal(error) or f"cannot be read ({first_line(error)})"
+                reason = refusal(error, path) or f"cannot be read ({first_line(error)})"
                 raise UserError(f"{flag} {folder}: {path.name} {reason}; weights are read weights-only "
                                 "(save the model with safetensors)") from None  # fmt: skip
 

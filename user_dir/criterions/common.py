@@ -42,7 +42,8 @@ def report_configuration_errors_in_one_line() -> None:
         return
 
     def hook(kind, error, traceback):
-        refused = refusal(error)
+        path = _path_argument()
+        refused = refusal(error, Path(path) if path and Path(path).is_file() else None)
         if refused is None and _raised_reading_a_checkpoint(traceback):
             refused = f"not a PyTorch checkpoint, or truncated or corrupt ({kind.__name__})"
         if issubclass(kind, ConfigurationError) or refused is not None:
@@ -68,11 +69,16 @@ def _raised_reading_a_checkpoint(traceback) -> bool:
     return inside and any(file in ("serialization.py", "_weights_only_unpickler.py") for _, file in names)
 
 
+def _path_argument() -> Optional[str]:
+    """The ``--path`` of the running fairseq command (fairseq-generate's checkpoint), None without one."""
+    arguments = sys.argv[1:]
+    return next((arguments[i + 1] for i, flag in enumerate(arguments[:-1]) if flag == "--path"), None)
+
+
 def refused_checkpoint(reason: str) -> str:
     """The one line for a checkpoint that weights-only loading refused, naming ``--path`` when the command has one."""
-    arguments = sys.argv[1:]
-    paths = [arguments[i + 1] for i, flag in enumerate(arguments[:-1]) if flag == "--path"]
-    named = f"--path {paths[0]}" if paths else "a checkpoint"
+    path = _path_argument()
+    named = f"--path {path}" if path else "a checkpoint"
     safety = "; refused: checkpoints load weights-only here" if reason.startswith("needs arbitrary") else ""
     return f"{named}: {reason}{safety}"
 
