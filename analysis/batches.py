@@ -1,9 +1,11 @@
 """Batches for the loss of a loaded model, made the way its framework makes them.
 
 - fairseq: a split of the data-bin through the checkpoint's own task and batch iterator;
-- transformers: a TSV (with a header row) or JSONL file, optionally gzipped, tokenized with the
-  model folder's tokenizer;
-- torchvision and state dicts: an image folder (one sub-folder per class);
+- transformers: the natural data of the model's head (:mod:`intradist.analysis.text_batches`: a TSV
+  or JSONL file, optionally gzipped, PAN-X, SQuAD JSON, plain text), tokenized with the model
+  folder's tokenizer;
+- torchvision and state dicts: an image folder (one sub-folder per class); for a checkpoint of an
+  ``intradist train vision`` run, read with the run's evaluation transform and class ids;
 - anything else: a hook ``"module:function"`` returning batches for ``function(loaded, options)``.
 
 Batches are materialised on ``options.device``; the same seed gives the same batches. When
@@ -15,7 +17,6 @@ from __future__ import annotations
 import csv
 import gzip
 import itertools
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +24,15 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from intradist.analysis.image_transforms import IMAGENET_MEAN, IMAGENET_STD
 from intradist.analysis.loaders.model import LoadedModel
 from intradist.analysis.loaders.user_code import import_callable
+from intradist.analysis.loaders.vision_run import VisionRun
 from intradist.errors import UserError
 from intradist.results import parse_jsonl
 
-#: ImageNet statistics, the normalisation torchvision's classification models are trained with.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ``--image-size`` of an image folder that no train-vision run describes.
+DEFAULT_IMAGE_SIZE = 224
 
 
 @dataclass
@@ -43,10 +45,10 @@ class BatchOptions:
     batch_size: int = 32
     max_tokens: Optional[int] = 4096  # fairseq
     seed: int = 1
-    text_fields: Tuple[str, ...] = ("sentence",)  # TSV/JSONL columns (two make a pair)
-    label_field: str = "label"
-    max_length: int = 128
-    image_size: int = 224
+    text_fields: Optional[Tuple[str, ...]] = None  # TSV/JSONL columns (two make a pair); None: the head's
+    label_field: Optional[str] = None  # None: the head's (sequence classification: label)
+    max_length: Optional[int] = None  # None: the run's, else 128 (question answering 384)
+    image_size: Optional[int] = None  # None: the train-vision run's, else 224
     hook: Optional[str] = None  # "module:function" -> function(loaded, options) -> Iterable[batch]
     device: str = "cpu"
 
@@ -62,7 +64,9 @@ def make_batches(loaded: LoadedModel, options: BatchOptions) -> List[Any]:
     elif loaded.framework == "fairseq":
         batches = _fairseq_batches(loaded, options)
     elif loaded.framework == "transformers":
-        batches = _text_batches(loaded, options)
+        from intradist.analysis.text_batches import text_batches  # it builds on this module's readers
+
+        batches = text_batches(loaded, options)
     else:
         batches = _image_batches(loaded, options)
     return [to_device(batch, options.device) for batch in batches]
@@ -186,96 +190,57 @@ def _read_tsv(path: Path, lines: Iterable[str]) -> Tuple[List[str], List[Dict[st
     return columns, rows
 
 
-def _text_batches(loaded: LoadedModel, options: BatchOptions) -> List[Dict[str, torch.Tensor]]:
-    """Tokenized text (pairs) with ``labels``: label names mapped by the config's label2id, else sorted."""
-    tokenizer = loaded.extras["tokenizer"]
-    if tokenizer is None:
-        raise UserError(f"{loaded.path}: the model folder has no tokenizer files; give --batches module:function")
-    if options.data is None:
-        raise UserError("--data FILE is needed: a TSV or JSONL file with the text and label columns")
-    if not 1 <= len(options.text_fields) <= 2:
-        raise UserError(f"--text-fields {','.join(options.text_fields)}: give one column, or two for sentence pairs")
-    path = Path(options.data)
-    columns, rows = read_table(path)
-    if not rows:
-        raise UserError(f"{path}: no examples (no data rows)")
-    for column in (*options.text_fields, options.label_field):
-        missing = next((number for number, row in enumerate(rows, 1) if column not in row), None)
-        if missing is not None:
-            where = "" if column not in columns else f" (absent from example {missing})"
-            raise UserError(f"{path}: no column {column!r}{where}; its columns: {', '.join(map(str, columns))}")
-    labels = _label_ids(path, [row[options.label_field] for row in rows], loaded.model.config, options.label_field)
-    batches = []
-    for chunk in _chunks(_kept(len(rows), options), options.batch_size):
-        texts = [[str(rows[i][field]) for i in chunk] for field in options.text_fields]
-        encoded = tokenizer(*texts, padding=True, truncation=True, max_length=options.max_length, return_tensors="pt")
-        batch = dict(encoded)
-        batch["labels"] = torch.tensor([labels[i] for i in chunk])
-        batches.append(batch)
-    return batches
-
-
-def _label_ids(path: Path, values: List[Any], config: Any, field: str) -> List[Union[int, float]]:
-    """Label ids: the config's label2id when every label is in it; integers as they are; else sorted names."""
-    if config.num_labels == 1:
-        try:
-            return [float(value) for value in values]
-        except (TypeError, ValueError) as error:
-            raise UserError(f"{path}: column {field!r} must hold numbers for a one-label (regression) model ({error})")
-    names = [str(value) for value in values]
-    label2id = {str(name): index for name, index in (config.label2id or {}).items()}
-    if all(name in label2id for name in names):
-        ids = [label2id[name] for name in names]
-    elif all(isinstance(value, int) or re.fullmatch(r"-?\d+", name) for value, name in zip(values, names)):
-        ids = [int(name) for name in names]
-    else:
-        ordered = sorted(set(names))
-        ids = [ordered.index(name) for name in names]
-    bad = next((name for name, index in zip(names, ids) if not 0 <= index < config.num_labels), None)
-    if bad is not None:
-        raise UserError(
-            f"{path}: column {field!r} holds {len(set(names))} distinct labels (e.g. {bad!r}) but the model has "
-            f"{config.num_labels} labels (--num-labels)"
-        )
-    return ids
-
-
 # ---------------------------------------------------------------------------------------------
 # Image folders
 
 
 def _image_batches(loaded: LoadedModel, options: BatchOptions) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    """``(images, labels)`` from an ImageFolder tree: resize, centre crop, ImageNet normalisation."""
-    from torchvision import datasets, transforms
+    """``(images, labels)`` from an ImageFolder tree: resize, centre crop, ImageNet normalisation.
+
+    For the checkpoint of an ``intradist train vision`` run: the run's evaluation transform and its
+    class ids (a class folder the run does not know is refused; a class may be absent).
+    """
+    from torchvision import transforms
+    from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, make_dataset
+    from torchvision.transforms.functional import pil_to_tensor
 
     if options.data is None:
         raise UserError("--data DIR is needed: an image folder with one sub-folder of images per class")
     root = Path(options.data)
     if not root.is_dir():
         raise UserError(f"{root}: no such directory (an image folder with one sub-folder of images per class)")
-    transform = transforms.Compose([
-        transforms.Resize(options.image_size), transforms.CenterCrop(options.image_size),
-        transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])  # fmt: skip
+    folders = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+    run: Optional[VisionRun] = loaded.extras.get("vision_run")
+    if run is not None:
+        class_ids = run.class_ids(root, folders)
+        transform = run.transform(options.image_size)
+        read = lambda path: transform(pil_to_tensor(default_loader(path)))  # noqa: E731  (the trainer's uint8 path)
+    else:
+        num_classes = loaded.extras.get("num_classes")
+        if num_classes is not None and len(folders) > num_classes:
+            raise UserError(f"{root}: {len(folders)} class folders but the model has {num_classes} classes (--num-classes)")
+        class_ids = {name: index for index, name in enumerate(folders)}
+        size = options.image_size or DEFAULT_IMAGE_SIZE
+        pipeline = transforms.Compose([
+            transforms.Resize(size), transforms.CenterCrop(size),
+            transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ])  # fmt: skip
+        read = lambda path: pipeline(default_loader(path))  # noqa: E731
     try:
-        dataset = datasets.ImageFolder(str(root), transform=transform)
+        samples = make_dataset(str(root), class_ids, extensions=IMG_EXTENSIONS) if class_ids else []
     except FileNotFoundError as error:
         raise UserError(f"{root}: no examples ({error})") from None
-    num_classes = loaded.extras.get("num_classes")
-    if num_classes is not None and len(dataset.classes) > num_classes:
-        raise UserError(
-            f"{root}: {len(dataset.classes)} class folders but the model has {num_classes} classes (--num-classes)"
-        )
+    if not samples:
+        raise UserError(f"{root}: no examples (no class folder with images)")
     batches = []
-    for chunk in _chunks(_kept(len(dataset), options), options.batch_size):
+    for chunk in _chunks(_kept(len(samples), options), options.batch_size):
         images, labels = [], []
         for index in chunk:
+            path, label = samples[index]
             try:
-                image, label = dataset[index]
+                images.append(read(path))
             except OSError as error:  # PIL: not an image, or a truncated one
-                raise UserError(f"{dataset.samples[index][0]}: cannot read the image ({error})") from None
-            images.append(image)
+                raise UserError(f"{path}: cannot read the image ({error})") from None
             labels.append(label)
         batches.append((torch.stack(images), torch.tensor(labels)))
     return batches
-

@@ -15,6 +15,9 @@ Examples:
   analyze-sensitivity checkpoints/checkpoint_best.pt --data data-bin --split valid
   analyze-sensitivity base.pt intra.pt --labels baseline,intra --data data-bin --out report
   analyze-sensitivity runs/glue/rte --text-fields sentence1,sentence2 --data dev.tsv
+  analyze-sensitivity runs/xtreme/panx --data panx/de/test.tsv
+  analyze-sensitivity gpt2-folder --data notes.txt --max-length 256
+  analyze-sensitivity runs/vision/pets/model.pt --data pets/test
   analyze-sensitivity resnet.pt --arch resnet18 --num-classes 37 --data pets/val
   analyze-sensitivity model.safetensors --model-factory mymodels:build --batches mydata:batches
   analyze-sensitivity ckpt.pt --method ablation --granularity layer
@@ -41,12 +44,20 @@ def _split_list(_ctx, _param, value: Optional[str]) -> Optional[Sequence[str]]:
 @click.option("--normalize", type=click.Choice(["none", "loss", "both"]), default="both", show_default=True,
               help="Raw, loss-normalized (each batch's term divided by its loss), or both.")  # fmt: skip
 @click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="fairseq data-bin [default: the checkpoint's], TSV/JSONL file, or image folder.")  # fmt: skip
+              help="fairseq data-bin [default: the checkpoint's]; TSV, JSONL, SQuAD, PAN-X, .txt file; image folder.")  # fmt: skip
 @click.option("--split", default="valid", show_default=True, help="fairseq split.")
-@click.option("--text-fields", callback=_split_list, default="sentence", show_default=True, help="Text column(s).")
-@click.option("--label-field", default="label", show_default=True)
-@click.option("--max-length", default=128, show_default=True, help="Tokens per text example.")
-@click.option("--image-size", default=224, show_default=True)
+@click.option("--head", default=None, metavar="HEAD",
+              help="transformers head: sequence-classification, token-classification, question-answering, masked-lm, "
+                   "causal-lm, seq2seq-lm [default: the folder's config.architectures].")  # fmt: skip
+@click.option("--text-fields", callback=_split_list, default=None,
+              help="Text column(s) [default: sentence; token-classification tokens; masked-lm, causal-lm text; "
+                   "seq2seq-lm source].")  # fmt: skip
+@click.option("--label-field", default=None,
+              help="Label column [default: label; token-classification ner_tags; seq2seq-lm target].")
+@click.option("--max-length", type=int, default=None,
+              help="Tokens per text example [default: a train-xtreme run's, else 128; question-answering 384].")
+@click.option("--image-size", type=int, default=None,
+              help="[default: a train-vision run's, else 224]")
 @click.option("--batches", "hook", default=None, help="module:function returning the batches yourself.")
 @click.option("--max-batches", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
@@ -59,13 +70,14 @@ def _split_list(_ctx, _param, value: Optional[str]) -> Optional[Sequence[str]]:
 @click.option("--model-factory", default=None, help="module:function building the model of a plain state dict.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling (runs code from the file!).")
 @click.option("--no-plots", is_flag=True, help="Only CSV, JSON and markdown.")
-def main(checkpoints, labels, out, overwrite, framework, method, granularity, normalize, data, split, text_fields, label_field,
-         max_length, image_size, hook, max_batches, batch_size, max_tokens, seed, device, arch, num_classes,
-         num_labels, model_factory, trust_checkpoint, no_plots) -> None:  # fmt: skip
+def main(checkpoints, labels, out, overwrite, framework, method, granularity, normalize, data, split, head, text_fields,
+         label_field, max_length, image_size, hook, max_batches, batch_size, max_tokens, seed, device, arch,
+         num_classes, num_labels, model_factory, trust_checkpoint, no_plots) -> None:  # fmt: skip
     """Parameter sensitivity and contribution balance of one or more checkpoints.
 
-    Loads each checkpoint weights-only (fairseq, Hugging Face folder, torchvision or plain state
-    dict, safetensors), computes every parameter's sensitivity on the same batches and writes
+    Loads each checkpoint weights-only (fairseq, Hugging Face folder with any of six heads, sharded
+    or not, torchvision or plain state dict, safetensors), computes every parameter's sensitivity on
+    the same batches and writes
     sensitivity.csv, balance.json, plots, report.md and a self-contained report.html into --out.
     """
     from intradist.analysis.batches import BatchOptions
@@ -74,9 +86,9 @@ def main(checkpoints, labels, out, overwrite, framework, method, granularity, no
     options = AnalysisOptions(
         framework=framework, method=method, granularity=granularity, normalize=normalize,
         trust_checkpoint=trust_checkpoint, arch=arch, num_classes=num_classes, num_labels=num_labels,
-        model_factory=model_factory, plots=not no_plots,
+        model_factory=model_factory, head=head, plots=not no_plots,
         batches=BatchOptions(data=data, split=split, max_batches=max_batches, batch_size=batch_size,
-                             max_tokens=max_tokens, seed=seed, text_fields=tuple(text_fields), label_field=label_field,
+                             max_tokens=max_tokens, seed=seed, text_fields=text_fields, label_field=label_field,
                              max_length=max_length, image_size=image_size, hook=hook, device=device),
     )  # fmt: skip
     command = "analyze-sensitivity " + " ".join(shlex.quote(a) for a in sys.argv[1:])

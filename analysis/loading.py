@@ -20,12 +20,12 @@ from intradist.analysis.loaders.fairseq_checkpoint import is_fairseq_checkpoint,
 from intradist.analysis.loaders.model import LoadedModel, check_device
 from intradist.analysis.loaders.safe_reading import read_weights
 from intradist.analysis.loaders.state_dict import image_classification_loss, load_state_dict_model
-from intradist.analysis.loaders.transformers_folder import load_transformers, quiet_transformers
+from intradist.analysis.loaders.transformers_folder import HEADS, load_transformers, quiet_transformers
 from intradist.errors import UserError
 
 #: What other code imports from here: the loader and its result, the device check (the vision trainer), the
 #: quiet transformers loading (the GLUE trainer) and the image loss (tests build a LoadedModel with it).
-__all__ = ["FRAMEWORKS", "LoadedModel", "check_device", "image_classification_loss", "load_checkpoint",
+__all__ = ["FRAMEWORKS", "HEADS", "LoadedModel", "check_device", "image_classification_loss", "load_checkpoint",
            "quiet_transformers"]  # fmt: skip
 
 FRAMEWORKS = ("fairseq", "transformers", "torchvision", "state_dict")
@@ -43,15 +43,18 @@ def load_checkpoint(
     model_factory: Optional[str] = None,
     device: str = "cpu",
     seed: int = 1,
+    head: Optional[str] = None,
 ) -> LoadedModel:
     """Load ``path`` as ``framework`` (or detect it with ``"auto"``) for analysis.
 
-    - a folder with ``config.json``: Hugging Face transformers, as a sequence classifier
-      (``num_labels`` adds a head, initialised from ``seed``, when the folder has none);
+    - a folder with ``config.json``: Hugging Face transformers, with the head of its
+      ``config.architectures`` or ``head`` (one of :data:`HEADS`; ``num_labels`` sets a new
+      classifier's labels; a new head is initialised from ``seed``); weights in one file or shards;
     - a ``.pt`` holding ``model`` and ``cfg``/``args``: a fairseq checkpoint, rebuilt from its stored
       config with the dictionaries of ``data`` (default: the data directory recorded in it);
     - a state dict (``.pt``/``.pth``/``.bin`` or ``.safetensors``) with ``arch`` (and
       ``num_classes``): a torchvision model; with ``model_factory="module:function"``: your model.
+      The checkpoint of an ``intradist train vision`` run brings its classes and evaluation transform.
 
     Raises :class:`UserError` with one line naming the file and the problem for anything a user can fix.
     """
@@ -64,8 +67,10 @@ def load_checkpoint(
     if path.is_dir():
         if framework not in ("auto", "transformers"):
             raise UserError(f"{path}: is a directory; framework {framework} needs a checkpoint file")
-        loaded = load_transformers(path, trust_checkpoint, num_labels, seed)
+        loaded = load_transformers(path, trust_checkpoint, num_labels, seed, head)
     else:
+        if head is not None:
+            raise UserError(f"--head {head}: chooses the head of a Hugging Face model folder; {path} is a file")
         if framework == "transformers":
             raise UserError(f"{path}: a Hugging Face model is a folder with config.json, not a file")
         content, trusted = read_weights(path, trust_checkpoint)

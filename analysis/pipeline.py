@@ -41,6 +41,7 @@ class AnalysisOptions:
     num_classes: Optional[int] = None
     num_labels: Optional[int] = None
     model_factory: Optional[str] = None
+    head: Optional[str] = None  # transformers: the folder's own head unless given
     batches: BatchOptions = field(default_factory=BatchOptions)
     plots: bool = True
 
@@ -88,7 +89,8 @@ def _analyze_into(staging: Path, paths: List[Path], names: List[str], options: A
         loaded = load_checkpoint(path, options.framework, trust_checkpoint=options.trust_checkpoint,
                                  data=options.batches.data, arch=options.arch, num_classes=options.num_classes,
                                  num_labels=options.num_labels, model_factory=options.model_factory,
-                                 device=options.batches.device, seed=options.batches.seed)  # fmt: skip
+                                 device=options.batches.device, seed=options.batches.seed,
+                                 head=options.head)  # fmt: skip
         batches = make_batches(loaded, options.batches)
         if not batches:
             raise UserError(f"{path}: the data gave no batches (check --data, --split and --max-batches)")

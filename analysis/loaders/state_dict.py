@@ -1,4 +1,9 @@
-"""State dicts: a torchvision architecture (``--arch``) or the user's model factory, filled strictly."""
+"""State dicts: a torchvision architecture (``--arch``) or the user's model factory, filled strictly.
+
+The checkpoint of an ``intradist train vision`` run (:mod:`intradist.analysis.loaders.vision_run`)
+brings its class list and evaluation transform for the batches, and its torchvision architecture
+and number of classes where no flag names them.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import torch.nn.functional as F
 
 from intradist.analysis.loaders.model import LoadedModel, LossFn, parameter_count, seeded
 from intradist.analysis.loaders.user_code import import_callable
+from intradist.analysis.loaders.vision_run import vision_run
 from intradist.errors import UserError
 from intradist.provenance import sha256_of
 
@@ -54,6 +60,10 @@ def load_state_dict_model(
     state_dict = _as_state_dict(content)
     if state_dict is None:
         raise UserError(f"{path}: holds {_describe_content(content)}, neither a fairseq checkpoint nor a state dict")
+    run = vision_run(path)
+    if (run is not None and framework != "state_dict" and arch is None and model_factory is None and run.fc_bias
+            and _is_torchvision(run.arch)):  # fmt: skip
+        arch, num_classes = run.arch, num_classes if num_classes is not None else len(run.classes)
     if framework == "auto":
         if arch is not None and model_factory is not None:
             raise UserError(f"{path}: pass either --arch (torchvision) or --model-factory, not both")
@@ -86,6 +96,10 @@ def load_state_dict_model(
             + ("loss_fn of the factory's module" if callable(custom_loss) else "cross-entropy")
         )
         extras = {"factory": model_factory}
+    if run is not None:
+        extras["vision_run"] = run
+        description += (f"; images read as its intradist train vision run evaluated them ({len(run.classes)} "
+                        f"classes, image size {run.image_size})")  # fmt: skip
     return LoadedModel(
         model=model,
         framework=framework,
@@ -95,6 +109,12 @@ def load_state_dict_model(
         loss_fn=loss_fn,
         extras=extras,
     )
+
+
+def _is_torchvision(arch: str) -> bool:
+    import torchvision
+
+    return arch in torchvision.models.list_models()
 
 
 def _torchvision_model(path: Path, arch: Optional[str], num_classes: Optional[int], seed: int) -> torch.nn.Module:

@@ -1,11 +1,23 @@
-"""Hugging Face transformers model folders, loaded as sequence classifiers; transformers' logging kept quiet."""
+"""Hugging Face transformers model folders, loaded with the head they were trained with; transformers' logging kept quiet.
+
+The head comes from ``config.architectures`` (``BertForTokenClassification`` -> token
+classification) or from ``head``: one of :data:`HEADS`. A folder of a bare encoder or decoder
+(``BertModel``) gets the head ``head`` names (``num_labels`` labels for a classifier), newly
+initialised from ``seed``; a folder whose head is another than ``head`` is refused. Weights are
+one file (``model.safetensors``, ``pytorch_model.bin``) or shards listed in an index
+(``model.safetensors.index.json``, ``pytorch_model.bin.index.json``). A folder
+``intradist train xtreme`` wrote also brings the encoding its batches were made with.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -16,6 +28,8 @@ from intradist.provenance import sha256_of
 
 #: Weight files of a Hugging Face model folder, preferred first.
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+#: The indexes of sharded weights, in the same order.
+HF_WEIGHT_INDEXES = tuple(f"{name}.index.json" for name in HF_WEIGHT_FILES)
 
 #: Files that hold a tokenizer's vocabulary (a folder with none of them has no usable tokenizer).
 HF_VOCABULARY_FILES = (
@@ -23,61 +37,158 @@ HF_VOCABULARY_FILES = (
 )  # fmt: skip
 
 
-def load_transformers(folder: Path, trust_checkpoint: bool, num_labels: Optional[int], seed: int) -> LoadedModel:
-    """A sequence classifier from a model folder; a missing head is initialised from ``seed``."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+@dataclass(frozen=True)
+class Head:
+    """An output head: the transformers class that builds it and the architecture names that end with it."""
+
+    name: str
+    auto_class: str
+    endings: Tuple[str, ...]
+    classifier: bool  # takes --num-labels
+
+
+#: The heads analysed, by ``--head`` name; each batch maker in :mod:`intradist.analysis.text_batches`.
+HEADS: Dict[str, Head] = {head.name: head for head in (
+    Head("sequence-classification", "AutoModelForSequenceClassification", ("ForSequenceClassification",), True),
+    Head("token-classification", "AutoModelForTokenClassification", ("ForTokenClassification",), True),
+    Head("question-answering", "AutoModelForQuestionAnswering", ("ForQuestionAnswering",), False),
+    Head("masked-lm", "AutoModelForMaskedLM", ("ForMaskedLM",), False),
+    Head("causal-lm", "AutoModelForCausalLM", ("ForCausalLM", "LMHeadModel"), False),
+    Head("seq2seq-lm", "AutoModelForSeq2SeqLM", ("ForConditionalGeneration",), False),
+)}  # fmt: skip
+
+#: The ``metrics.json`` settings of an ``intradist train xtreme`` run that decide how its inputs were encoded.
+XTREME_ENCODING = ("max_length", "long_sentences", "extra_sep", "doc_stride", "doc_stride_meaning", "pad_to_max_length")
+
+
+def head_of(architecture: str) -> Optional[str]:
+    """The head an architecture name ends with (None for a bare model or one not analysed)."""
+    return next((head.name for head in HEADS.values() if architecture.endswith(head.endings)), None)
+
+
+def load_transformers(folder: Path, trust_checkpoint: bool, num_labels: Optional[int], seed: int,
+                      head: Optional[str] = None) -> LoadedModel:  # fmt: skip
+    """The folder's model with its head (or ``head``); a missing head is initialised from ``seed``."""
+    import transformers
 
     if not (folder / "config.json").is_file():
         raise UserError(
             f"{folder}: a directory without config.json is no Hugging Face model folder; "
             f"give a model folder or a checkpoint file (.pt, .pth, .safetensors)"
         )
-    weights = next((folder / name for name in HF_WEIGHT_FILES if (folder / name).is_file()), None)
-    if weights is None:
-        raise UserError(f"{folder}: has config.json but no weights file ({' or '.join(HF_WEIGHT_FILES)})")
-    # transformers reads .bin weights-only itself; read it once here to refuse (or trust) it our way first.
-    trusted = weights.suffix == ".bin" and torch_load(weights, trust_checkpoint)[1]
+    if head is not None and head not in HEADS:
+        raise UserError(f"--head {head}: unknown; choose one of {', '.join(HEADS)}")
+    weights = weight_files(folder)
+    # transformers reads .bin weights-only itself; read each once here to refuse (or trust) it our way first.
+    trusted = any([torch_load(path, trust_checkpoint)[1] for path in weights if path.suffix == ".bin"])
     try:
-        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as error:
         raise UserError(f"{folder}/config.json: not a usable transformers config ({first_line(error)})") from None
     architecture = (config.architectures or [type(config).__name__])[0]
-    has_head = architecture.endswith("ForSequenceClassification")
-    if has_head and num_labels is not None and num_labels != config.num_labels:
-        raise UserError(
-            f"{folder}: {architecture} has {config.num_labels} labels, --num-labels says {num_labels}; drop --num-labels"
-        )
-    if not has_head and num_labels is None:
-        raise UserError(
-            f"{folder}: {architecture} has no sequence-classification head; pass --num-labels N to add a newly "
-            f"initialised one"
-        )
-    head_options = {} if has_head else {"num_labels": num_labels}
+    chosen = _chosen_head(folder, architecture, head_of(architecture), head, num_labels, config)
+    options = {"num_labels": num_labels} if chosen.classifier and num_labels is not None else {}
     try:
         with seeded(seed), quiet_transformers():
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                folder, local_files_only=True, weights_only=not trusted, output_loading_info=True, **head_options
+            model, info = getattr(transformers, chosen.auto_class).from_pretrained(
+                folder, local_files_only=True, weights_only=not trusted, output_loading_info=True, **options
             )
-    except (OSError, ValueError) as error:
-        raise UserError(f"{folder}: cannot be loaded as a sequence classifier ({first_line(error)})") from None
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"{folder}: cannot be loaded as a {chosen.name} model ({first_line(error)})") from None
     new = sorted(info["missing_keys"])
+    labels = f", {model.config.num_labels} labels" if chosen.classifier else ""
     description = (
-        f"transformers model folder: {architecture} ({config.model_type}) loaded as {type(model).__name__}, "
-        f"{model.config.num_labels} labels, {parameter_count(model)}, weights from {weights.name}"
+        f"transformers model folder: {architecture} ({config.model_type}) loaded as {type(model).__name__} "
+        f"({chosen.name} head{labels}), {parameter_count(model)}, weights from {_weights_name(weights)}"
     )
     if new:
-        description += f"; classification head newly initialised (seed {seed}: {', '.join(new)})"
+        description += f"; {chosen.name} head newly initialised (seed {seed}: {', '.join(new)})"
     if trusted:
         description += "; read with arbitrary unpickling (trusted checkpoint)"
+    encoding = _xtreme_encoding(folder, config)
+    if encoding:
+        description += f"; inputs encoded as its intradist train xtreme run ({config.xtreme_task})"
     return LoadedModel(
         model=model,
         framework="transformers",
         path=folder,
-        sha256=sha256_of(weights),
+        sha256=weights_sha256(weights),
         description=description,
-        loss_fn=sequence_classification_loss,
-        extras={"tokenizer": _tokenizer(folder)},
+        loss_fn=model_loss,
+        extras={"tokenizer": _tokenizer(folder), "head": chosen.name, "encoding": encoding},
     )
+
+
+def _chosen_head(folder: Path, architecture: str, own: Optional[str], head: Optional[str],
+                 num_labels: Optional[int], config: Any) -> Head:  # fmt: skip
+    """The head to load: the folder's own, ``head``, or a new sequence classifier for ``num_labels``."""
+    if head is not None and own is not None and head != own:
+        raise UserError(f"{folder}: {architecture} has a {own} head, not {head}; drop --head (or give a folder "
+                        f"without a head to analyse it with a new {head} head)")  # fmt: skip
+    name = head or own or ("sequence-classification" if num_labels is not None else None)
+    if name is None:
+        raise UserError(
+            f"{folder}: {architecture} has no sequence-classification head; pass --num-labels N to add a newly "
+            f"initialised one, or --head ({', '.join(HEADS)})"
+        )
+    chosen = HEADS[name]
+    if num_labels is not None and not chosen.classifier:
+        raise UserError(f"--num-labels {num_labels}: a {name} head has no labels to set; drop --num-labels")
+    if own is None and chosen.classifier and num_labels is None:
+        raise UserError(f"{folder}: {architecture} has no {name} head; pass --num-labels N to add a newly "
+                        f"initialised one")  # fmt: skip
+    if own is not None and num_labels is not None and num_labels != config.num_labels:
+        raise UserError(
+            f"{folder}: {architecture} has {config.num_labels} labels, --num-labels says {num_labels}; drop --num-labels"
+        )
+    return chosen
+
+
+def weight_files(folder: Path) -> List[Path]:
+    """The folder's weights: one file, or the shards its index lists (each present), in the index's order."""
+    single = next((folder / name for name in HF_WEIGHT_FILES if (folder / name).is_file()), None)
+    if single is not None:
+        return [single]
+    index = next((folder / name for name in HF_WEIGHT_INDEXES if (folder / name).is_file()), None)
+    if index is None:
+        raise UserError(f"{folder}: has config.json but no weights file ({' or '.join(HF_WEIGHT_FILES)}, or "
+                        f"shards with {' or '.join(HF_WEIGHT_INDEXES)})")  # fmt: skip
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        shards = list(dict.fromkeys(str(name) for name in weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UserError(f"{index}: not an index of sharded weights (a 'weight_map' of tensor -> file; {error})") from None
+    if not shards:
+        raise UserError(f"{index}: lists no shards")
+    paths = [folder / name for name in shards]
+    bad = next((path for path in paths if path.parent != folder or not path.is_file()), None)
+    if bad is not None:
+        raise UserError(f"{index}: lists {bad.name}, which is not a file in {folder}")
+    return paths
+
+
+def weights_sha256(weights: List[Path]) -> str:
+    """SHA-256 of a single weights file; of sharded weights, that of their ``sha256sum`` listing in index order."""
+    if len(weights) == 1:
+        return sha256_of(weights[0])
+    listing = "".join(f"{sha256_of(path)}  {path.name}\n" for path in weights)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def _weights_name(weights: List[Path]) -> str:
+    return weights[0].name if len(weights) == 1 else f"{len(weights)} shards ({weights[0].name}, ...)"
+
+
+def _xtreme_encoding(folder: Path, config: Any) -> Dict[str, Any]:
+    """How the inputs of an ``intradist train xtreme`` run were encoded (its metrics.json); {} for other folders."""
+    metrics = folder / "metrics.json"
+    if getattr(config, "xtreme_task", None) is None or not metrics.is_file():
+        return {}
+    try:
+        settings = json.loads(metrics.read_text(encoding="utf-8")).get("settings", {})
+    except (ValueError, AttributeError):
+        return {}
+    return {key: settings[key] for key in XTREME_ENCODING if isinstance(settings, dict) and key in settings}
 
 
 @contextlib.contextmanager
@@ -107,11 +218,18 @@ def _tokenizer(folder: Path) -> Any:
     if not any((folder / name).is_file() for name in HF_VOCABULARY_FILES):
         return None  # transformers would build an empty tokenizer that maps every word to [UNK]
     try:
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError):
         return None
 
 
-def sequence_classification_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The model's own loss for a batch holding ``labels`` (cross-entropy; mean squared error for one label)."""
+def model_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The model's own loss of its head for a batch holding the head's targets.
+
+    Cross-entropy of the classes (``labels``; mean squared error for a one-label classifier), of each
+    labelled token (token classification, masked LM), of each next token (causal LM), of each target
+    token (sequence-to-sequence), or the mean of the start and end cross-entropies (``start_positions``,
+    ``end_positions``); positions labelled -100 do not count.
+    """
     return model(**batch).loss
