@@ -25,7 +25,8 @@ import torch
 
 from intradist.analysis.balance import balance_by_group, balance_statistics
 from intradist.analysis.grouping import layer_of, role_of
-from intradist.analysis.sensitivity import CHUNK, ParameterSensitivity
+from intradist.analysis.sensitivity import ParameterSensitivity
+from intradist.balance_statistics import CHUNK
 from intradist.provenance import package_versions
 
 #: Values drawn per checkpoint for the distribution plots (statistics always use every parameter).

@@ -30,6 +30,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from tqdm.auto import tqdm
 
 from intradist.analysis.grouping import GRANULARITIES, ParameterSlice, attention_head_groups, group_of, layer_of, module_type_of
+from intradist.balance_statistics import CHUNK, population_mean_std
 from intradist.errors import UserError
 
 #: Computes the scalar loss of ``model`` on one batch; called in eval mode.
@@ -48,19 +49,6 @@ QUANTILES: Tuple[float, ...] = (0.01, 0.10, 0.50, 0.90, 0.99)
 VARIANTS_PER_PASS = 8
 #: The ablated copies of one vmapped pass hold at most max(model size, this) elements.
 VARIANT_ELEMENTS_FLOOR = 1 << 22
-#: Elements per float64 chunk when summing, so a summary of n values needs O(chunk) extra memory.
-CHUNK = 1 << 22
-
-
-def population_mean_std(values: torch.Tensor) -> Tuple[float, float]:
-    """Mean and population standard deviation sqrt(Σ(x − mean)² / n) of a 1-D tensor, summed in
-    float64 in chunks (two passes), so 10⁸ float32 values cost O(:data:`CHUNK`) extra memory."""
-    total = sum(chunk.double().sum().item() for chunk in values.split(CHUNK))
-    mean = total / values.numel()
-    squares = sum((chunk.double() - mean).square().sum().item() for chunk in values.split(CHUNK))
-    return mean, math.sqrt(squares / values.numel())
-
-
 def _common(labels: Sequence[str]) -> Optional[str]:
     """The label every member shares, None when they differ."""
     return labels[0] if len(set(labels)) == 1 else None
