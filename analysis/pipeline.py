@@ -17,7 +17,9 @@ import torch
 from intradist.analysis.balance import balance_statistics
 from intradist.analysis.batches import BatchOptions, make_batches
 from intradist.analysis.loading import load_checkpoint
-from intradist.analysis.report import CheckpointAnalysis, markdown, versions, write_report
+from intradist.analysis.report import (
+    CheckpointAnalysis, markdown, shown_path, shown_settings, shown_text, versions, write_report,
+)
 from intradist.analysis.sensitivity import ablation_sensitivity, taylor_sensitivity
 from intradist.errors import UserError
 from intradist.run_folder import RunFolder
@@ -119,8 +121,9 @@ def _write_ablation(staging: Path, runs: List[Tuple[str, object, list]], options
         balance[label] = balance_statistics(torch.tensor(frame["sensitivity"].to_numpy(), dtype=torch.float64))
     table = pd.concat(frames, ignore_index=True)
     table.to_csv(staging / "ablation.csv", index=False, float_format="%.8g")
-    record = {"command": command, "settings": settings, "versions": versions(),
-              "checkpoints": [{"label": l, "path": str(x.path), "sha256": x.sha256, "description": x.description,
+    command = shown_text(command)
+    record = {"command": command, "settings": shown_settings(settings), "versions": versions(),
+              "checkpoints": [{"label": l, "path": shown_path(x.path), "sha256": x.sha256, "description": shown_text(x.description),
                                "balance_over_groups": balance[l]} for l, x, _ in runs]}  # fmt: skip
     (staging / "balance.json").write_text(json.dumps(record, indent=2) + "\n")
     top = table.sort_values("sensitivity", ascending=False).groupby("checkpoint").head(20).set_index("group")

@@ -103,12 +103,12 @@ def shown_text(text: str) -> str:
     return text
 
 
-def _shown_settings(value: Any) -> Any:
+def shown_settings(value: Any) -> Any:
     """Settings with :func:`shown_text` applied to every string inside them."""
     if isinstance(value, dict):
-        return {key: _shown_settings(item) for key, item in value.items()}
+        return {key: shown_settings(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_shown_settings(item) for item in value]
+        return [shown_settings(item) for item in value]
     return shown_text(value) if isinstance(value, str) else value
 
 
@@ -362,7 +362,7 @@ def write_report(
     record = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": shown_text(command),
-        "settings": _shown_settings(settings),
+        "settings": shown_settings(settings),
         "versions": versions(),
         "checkpoints": [
             {"label": a.label, "path": shown_path(a.path), "sha256": a.sha256, "framework": a.framework,
