@@ -24,26 +24,48 @@ from intradist.balance_statistics import balance_statistics
 LOGGED = ("std", "cv", "gini", "top1_share")
 #: The file, in the run folder, that holds one JSON record per logged update.
 LOG_NAME = "balance_log.jsonl"
+#: The prefix of the statistics' names in the frameworks' own logs (``balance_std``, ...).
+PREFIX = "balance_"
 
 
 def gradient_sensitivities(parameters: Iterable[torch.nn.Parameter], scale: float = 1.0) -> torch.Tensor:
-    """|θ · g| of every element of every parameter that has a gradient, flattened, float32 on the CPU.
+    """|θ · g| of every element of every parameter that requires grad, flattened, float32 on the CPU.
 
     ``scale`` multiplies the gradients first: a framework that sums the loss over tokens passes
-    1 / tokens, so that ``g`` is the gradient of the mean loss, as the analysis computes it.
+    1 / tokens, so that ``g`` is the gradient of the mean loss, as the analysis computes it. A
+    parameter the loss did not reach (no ``.grad``) counts with sensitivity 0, as in the analysis.
     """
     parts = [(parameter.detach().float() * parameter.grad.detach().float()).abs().reshape(-1).cpu()
-             for parameter in parameters if parameter.grad is not None]  # fmt: skip
+             if parameter.grad is not None else torch.zeros(parameter.numel())
+             for parameter in parameters if parameter.requires_grad]  # fmt: skip
     if not parts:
-        raise ValueError("no parameter has a gradient: log the balance after the backward pass")
+        raise ValueError("no parameter requires grad: there is no balance to log")
     flat = torch.cat(parts)
     return flat * scale if scale != 1.0 else flat
 
 
-def balance_record(step: int, parameters: Iterable[torch.nn.Parameter], scale: float = 1.0) -> Dict[str, float]:
-    """The record of update ``step``: the :data:`LOGGED` statistics of its gradient's sensitivities."""
-    statistics = balance_statistics(gradient_sensitivities(parameters, scale))
+def balance_record(step: int, parameters: Iterable[torch.nn.Parameter], scale: float = 1.0) -> Optional[Dict[str, float]]:
+    """The record of update ``step``: the :data:`LOGGED` statistics of its gradient's sensitivities.
+
+    None when the gradient holds an infinity or a NaN (a mixed-precision update that overflowed,
+    which the gradient scaler skips): such an update has no balance to log.
+    """
+    sensitivities = gradient_sensitivities(parameters, scale)
+    if not bool(torch.isfinite(sensitivities).all()):
+        return None
+    statistics = balance_statistics(sensitivities)
     return {"step": step, **{name: statistics[name] for name in LOGGED}, "num_params": statistics["num_params"]}
+
+
+def log_values(record: Dict[str, float]) -> Dict[str, float]:
+    """A record as the frameworks' logs show it: each statistic under ``balance_NAME`` (no clash with the loss terms)."""
+    return {f"{PREFIX}{name}": record[name] for name in LOGGED}
+
+
+def summary(record: Dict[str, float]) -> str:
+    """One line of a record, for a trainer that logs in lines: ``update 100: balance std 3.1e-07, cv 9.21, ...``."""
+    return (f"update {record['step']}: balance std {record['std']:.4g}, cv {record['cv']:.4f}, "
+            f"gini {record['gini']:.4f}, top-1% share {record['top1_share']:.4f}")  # fmt: skip
 
 
 class BalanceLog:

@@ -4,8 +4,10 @@ A drop-in ``transformers.Trainer`` for any model whose outputs hold logits: pass
 would pass a ``Trainer``, plus K, α and its schedule. It is the trainer of ``intradist train
 glue`` and ``intradist train xtreme`` (:class:`intradist.trainers.hf.DistillationTrainer`) with
 the settings as keyword arguments. :class:`OutputHead` and its three instances say which outputs
-are the logits and which batch entries the targets. For a plain PyTorch loop, call
-:mod:`intradist.losses` directly (README, "Library use").
+are the logits and which batch entries the targets. ``callbacks=[BalanceCallback(100, Path("out"))]``
+logs the balance of every 100th update's gradient, as ``--log-balance-every 100`` does. For a
+plain PyTorch loop, call :mod:`intradist.losses` directly (README, "Library use"), and
+:func:`intradist.live_balance.balance_record` for the balance.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from intradist.trainers.hf import (
     EXTRACTIVE_QA,
     SEQUENCE_CLASSIFICATION,
     TOKEN_CLASSIFICATION,
+    BalanceCallback,
     DistillationTrainer,
     OutputHead,
 )
 
-__all__ = ["IntraDistillationTrainer", "OutputHead", "SEQUENCE_CLASSIFICATION", "TOKEN_CLASSIFICATION", "EXTRACTIVE_QA"]
+__all__ = ["IntraDistillationTrainer", "OutputHead", "SEQUENCE_CLASSIFICATION", "TOKEN_CLASSIFICATION", "EXTRACTIVE_QA",
+           "BalanceCallback"]  # fmt: skip
 
 
 class IntraDistillationTrainer(DistillationTrainer):

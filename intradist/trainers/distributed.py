@@ -200,8 +200,11 @@ def exit_on_sigterm() -> Iterator[None]:
         raise SystemExit(128 + signal.SIGTERM) from None
 
 
-def fingerprint(settings: Mapping[str, Any], ignore: Sequence[str] = ("out", "overwrite", "save_steps")) -> str:
+def fingerprint(settings: Mapping[str, Any],
+                ignore: Sequence[str] = ("out", "overwrite", "save_steps", "log_balance_every")) -> str:  # fmt: skip
     """A hash of the settings that decide a run's numbers (``settings`` less ``ignore``), e.g. to resume only the same run.
+
+    What only watches a run (how often it checkpoints or logs its balance) does not decide its numbers.
 
     ``settings`` should hold the world size too: another number of processes shards the data
     differently, so its checkpoints do not continue the same run.

@@ -8,7 +8,8 @@ same batch feed the KD term (self-distillation when it has the student's archite
 
 Output: a Hugging Face model folder in ``--out`` (weights, tokenizer, a config with id2label and
 label2id that ``analyze-sensitivity`` loads as it is), ``metrics.json`` (dev metrics, settings,
-seed, versions, data hashes, world size) and ``log.jsonl`` (every log record of the Trainer). The run
+seed, versions, data hashes, world size), ``log.jsonl`` (every log record of the Trainer) and, with
+``--log-balance-every N``, ``balance_log.jsonl`` (the balance of every Nth update's gradient). The run
 is written into ``OUT.partial`` and put in place at the end, so a folder named ``OUT`` is always
 complete; an interrupted run keeps ``OUT.partial`` with its last checkpoint, and the same command
 continues from it. Under ``torchrun`` it trains in several processes (docs/distributed.md).
@@ -36,6 +37,7 @@ from intradist.trainers.hf import (
     VOCABULARY_FILES,
     DistillationTrainer,
     SelectionCallback,
+    balance_callbacks,
     check_model_folder,
     checkpointing,
     default_model,
@@ -95,6 +97,7 @@ class GlueConfig:
     device: str = "auto"
     fp16: Optional[bool] = None  # default: on a GPU
     save_steps: int = 500  # a checkpoint in OUT.partial every N updates
+    log_balance_every: int = 0  # every N updates the gradient's balance statistics to the log and balance_log.jsonl
     overwrite: bool = False
     distillation: DistillationSettings = field(default_factory=DistillationSettings)
 
@@ -243,7 +246,8 @@ def train(config: GlueConfig, command: str = COMMAND, extra_files: Optional[Dict
             model=model, args=arguments, train_dataset=train_set, eval_dataset=dev_sets, processing_class=tokenizer,
             data_collator=DataCollatorWithPadding(tokenizer),
             compute_metrics=lambda prediction: task_metrics(task, prediction.predictions, prediction.label_ids),
-            optimizer_cls_and_kwargs=optimizer, callbacks=[selection], settings=settings,
+            optimizer_cls_and_kwargs=optimizer, callbacks=[selection, *balance_callbacks(config.log_balance_every, run, checkpoint)],
+            settings=settings,
             head=dataclasses.replace(SEQUENCE_CLASSIFICATION, regression=task.regression), teacher=teacher,
         )  # fmt: skip
         selected, train_seconds = train_and_select(trainer, selection, checkpoint)

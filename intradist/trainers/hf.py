@@ -287,7 +287,9 @@ class BalanceCallback(TrainerCallback):
         if self.log is not None:
             self.log.append(record)
         if self.trainer is not None:
+            due = control.should_log  # Trainer.log clears it: the update's own record (a collective under DDP) stays due
             self.trainer.log(log_values(record))
+            control.should_log = self.trainer.control.should_log = due
 
 
 def balance_callbacks(every: int, run: RunFolder, checkpoint: Optional[Path]) -> List[TrainerCallback]:

@@ -134,6 +134,10 @@ def _training_options(data_default: Optional[str], out_default: Optional[Path]) 
         click.option("--save-steps", type=click.IntRange(min=1), default=SAVE_STEPS, show_default=True,
                      help="A checkpoint in OUT.partial every N updates: an interrupted run, rerun with the same "
                           "command, continues from it (docs/distributed.md)."),
+        click.option("--log-balance-every", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Every N updates, print the balance statistics (std, cv, gini, top-1% share) of the "
+                          "update's parameter sensitivities |θ·grad| and append them to OUT/balance_log.jsonl; "
+                          "0: never (docs/vision.md)."),
     ]  # fmt: skip
 
     def decorate(function: Callable) -> Callable:

@@ -56,6 +56,10 @@ class Precision:
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
+    def gradient_factor(self) -> float:
+        """What turns the gradients before :meth:`step` into those of the loss: 1 / the fp16 loss scale, else 1."""
+        return 1.0 / float(self.scaler.get_scale()) if self.scaler is not None else 1.0
+
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.scaler is None:
             optimizer.step()
@@ -116,7 +120,8 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings: 
                   images: torch.Tensor, labels: torch.Tensor, update: int, total_steps: int, lr: float,
                   teacher: Optional[nn.Module] = None, micro_batch_size: Optional[int] = None,
                   micro_batch_reduction: str = "mean", teacher_weight: Optional[float] = None,
-                  precision: Optional[Precision] = None) -> Dict[str, torch.Tensor]:  # fmt: skip
+                  precision: Optional[Precision] = None,
+                  before_step: Optional[Callable[[], None]] = None) -> Dict[str, torch.Tensor]:  # fmt: skip
     """One update: per micro-batch the teacher's logits (eval mode) and :func:`step_objective`, then AdamW.
 
     The batch is cut into micro-batches of ``micro_batch_size`` (batch normalisation sees each
@@ -124,7 +129,9 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings: 
     (``sum``) before its backward, as the reproduction's notebooks do with ``iter_batch``. Returns
     the terms (``loss``, ``supervised``, ``intra``, ``kd``, ``alpha``), averaged over the micro-batches.
     ``model`` may be wrapped in DistributedDataParallel: the gradients are then averaged across
-    ranks once per update, in the last micro-batch's backward.
+    ranks once per update, in the last micro-batch's backward. ``before_step`` is called when the
+    update's gradient is complete (every micro-batch's backward done, DDP's averaging too), before
+    the optimizer step: ``--log-balance-every`` reads the gradient there.
     """
     precision = precision or Precision()
     for group in optimizer.param_groups:
@@ -150,5 +157,7 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings: 
         share = len(chunk_labels) / len(labels)
         for name in ("loss", "supervised", "intra", "kd", "alpha"):
             totals[name] = totals.get(name, 0.0) + terms[name].detach().float() * share
+    if before_step is not None:
+        before_step()
     precision.step(optimizer)
     return totals

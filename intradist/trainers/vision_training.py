@@ -15,6 +15,12 @@ added across ranks, and rank 0 alone writes. The output folder is a
 epoch, each rank's random state and partial sums, the history and the best model so far); an
 interrupted run, rerun with the same command, continues from it, and the number of the update,
 which sets the learning rate and the adaptive alpha, with it.
+
+``--log-balance-every N``: every N updates, once the update's gradient is complete (all
+micro-batches, the ranks averaged) and before the optimizer step, rank 0 computes the balance
+statistics of its parameter sensitivities (:mod:`intradist.live_balance`), prints them as a line
+(``update 100: balance std ..., cv ..., gini ..., top-1% share ...``) and appends them to
+``balance_log.jsonl`` in the run folder.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import csv
 import functools
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +44,7 @@ from torch.utils.data import DataLoader, Subset
 from intradist.analysis.loading import check_device
 from intradist import losses
 from intradist.errors import UserError
+from intradist.live_balance import BalanceLog, balance_record, summary
 from intradist.provenance import git_commit, package_versions, sha256_of
 from intradist.run_folder import RunFolder
 from intradist.settings import DistillationSettings
@@ -94,6 +102,7 @@ class VisionConfig:
     workers: Optional[int] = None  # 0 for data in memory (digits, CIFAR), else min(4, CPUs)
     precision: str = "fp32"  # bf16 or fp16: autocast on a GPU
     save_steps: int = SAVE_STEPS  # a checkpoint in OUT.partial every N updates
+    log_balance_every: int = 0  # every N updates the gradient's balance statistics to stderr and balance_log.jsonl
     overwrite: bool = False  # replace an earlier run's OUT
 
 
@@ -294,6 +303,8 @@ def train(config: VisionConfig, settings: DistillationSettings, data: Optional[I
         raise UserError(f"--dropout {config.dropout}: must lie in [0, 1)")
     if config.save_steps < 1:
         raise UserError(f"--save-steps {config.save_steps}: must be at least 1")
+    if config.log_balance_every < 0:
+        raise UserError(f"--log-balance-every {config.log_balance_every}: must be 0 (never) or more")
     image_size = config.image_size or default_image_size(data)
     augment = resolve_augmentation(config.augment, data.kind)
     device = resolve_device(config.device, ranks)
@@ -384,6 +395,16 @@ def _train(config: VisionConfig, settings: DistillationSettings, data: ImageData
         + (f", {precision.name}" if precision.name != "fp32" else ""))  # fmt: skip
     lr = learning_rate(config.lr_schedule, state.step + config.first_update, config.lr, config.warmup_init_lr,
                        config.warmup_steps)  # fmt: skip
+    balance = (BalanceLog(staging, config.log_balance_every, state.resumed_from)
+               if config.log_balance_every and writer else None)  # fmt: skip
+
+    def log_balance() -> None:
+        """The balance of the update about to be taken (its gradient complete), on rank 0."""
+        record = balance_record(state.step + 1, network.parameters(), precision.gradient_factor())
+        if record is not None:
+            balance.append(record)
+            tqdm.write(summary(record), file=sys.stderr)
+
     started = time.perf_counter() - state.seconds
     for epoch in range(state.epoch, config.epochs + 1):
         if state.step >= total_steps:
@@ -402,9 +423,10 @@ def _train(config: VisionConfig, settings: DistillationSettings, data: ImageData
             labels = labels.to(device, non_blocking=True)
             update = state.step + config.first_update
             lr = learning_rate(config.lr_schedule, update, config.lr, config.warmup_init_lr, config.warmup_steps)
+            due = balance is not None and balance.due(state.step + 1)
             terms = training_step(model, optimizer, settings, images, labels, update, total_steps, lr, epoch_teacher,
                                   config.micro_batch_size, config.micro_batch_reduction, config.teacher_weight,
-                                  precision)  # fmt: skip
+                                  precision, log_balance if due else None)  # fmt: skip
             state.step += 1
             state.batches_done += 1
             for name in TERMS:
@@ -467,6 +489,7 @@ def _train(config: VisionConfig, settings: DistillationSettings, data: ImageData
         "seed": config.seed, "device": str(device), "precision": precision.name, "workers": workers,
         **distributed.world_record(ranks, config.batch_size),
         "save_steps": config.save_steps, "resumed_from_step": state.resumed_from,
+        "log_balance_every": config.log_balance_every,
         "versions": versions(), "git_commit": git_commit(),
         "best_epoch": best["epoch"], "best_steps": best["steps"], "best_val_nll": best["val_nll"],
         "best_val_accuracy": best["val_accuracy"], "test_nll": test["nll"], "test_accuracy": test["accuracy"],

@@ -24,6 +24,7 @@ from intradist.trainers.hf import (
     VOCABULARY_FILES,
     DistillationTrainer,
     SelectionCallback,
+    balance_callbacks,
     check_model_folder,
     checkpointing,
     default_model,
@@ -169,7 +170,8 @@ def train(config: XtremeConfig, command: str = COMMAND, extra_files: Optional[Di
         trainer = DistillationTrainer(
             model=model, args=arguments, train_dataset=training, eval_dataset={"dev": dev.dataset},
             processing_class=tokenizer, data_collator=collator(task, tokenizer, config), compute_metrics=dev.score,
-            callbacks=[selection], settings=settings, head=task.head, teacher=teacher,
+            callbacks=[selection, *balance_callbacks(config.log_balance_every, run, checkpoint)],
+            settings=settings, head=task.head, teacher=teacher,
         )  # fmt: skip
         selected, train_seconds = train_and_select(trainer, selection, checkpoint)
 

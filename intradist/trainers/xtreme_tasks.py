@@ -82,6 +82,7 @@ class XtremeConfig:
     device: str = "auto"
     fp16: Optional[bool] = None
     save_steps: int = 500  # a checkpoint in OUT.partial every N updates
+    log_balance_every: int = 0  # every N updates the gradient's balance statistics to the log and balance_log.jsonl
     overwrite: bool = False
     distillation: DistillationSettings = field(default_factory=DistillationSettings)
 

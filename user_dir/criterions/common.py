@@ -22,6 +22,7 @@ from omegaconf import II
 
 from intradist import fairseq_dictionaries, losses
 from intradist.checkpoint_safety import refusal
+from user_dir.criterions.train_steps import LiveBalance, follow_train_steps
 
 
 class ConfigurationError(ValueError):
@@ -113,7 +114,11 @@ class TeacherConfig(FairseqDataclass):
 
 
 class DistillationCriterion(FairseqCriterion):
-    """Base of this plugin's criterions: label-smoothed CE per pass, an optional teacher, metrics."""
+    """Base of this plugin's criterions: label-smoothed CE per pass, an optional teacher, metrics.
+
+    With ``--log-balance-every N`` (a config with :class:`~user_dir.criterions.train_steps.BalanceLogConfig`)
+    it logs the balance of every Nth update's gradient (:class:`~user_dir.criterions.train_steps.LiveBalance`).
+    """
 
     def __init__(self, task, cfg: FairseqDataclass):
         super().__init__(task)
@@ -130,6 +135,12 @@ class DistillationCriterion(FairseqCriterion):
         if self.kd_temperature <= 0:
             raise ConfigurationError(f"--kd-temperature must be positive, got {self.kd_temperature}")
         self.teacher = TeacherEnsemble(cfg.teacher_path.split(":"), task) if cfg.teacher_path else None
+        every = getattr(cfg, "log_balance_every", 0)
+        if every < 0:
+            raise ConfigurationError(f"--log-balance-every must be 0 (never) or more, got {every}")
+        self.balance = LiveBalance(every, getattr(cfg, "balance_log_dir", None)) if every > 0 else None
+        if self.balance is not None:
+            follow_train_steps(task)
         store_dictionaries(task)
 
     @classmethod

@@ -7,7 +7,6 @@ pass and the passes' mean, summed over the target positions. With a teacher, the
 (1 - beta) * CE_i + beta * KD_i per pass, as in the reproduction's intra x self-distillation grid.
 """
 
-import functools
 from dataclasses import dataclass, field
 from typing import List
 
@@ -23,12 +22,13 @@ from user_dir.criterions.common import (
     LabelSmoothingConfig,
     TeacherConfig,
 )
+from user_dir.criterions.train_steps import BalanceLogConfig, follow_train_steps
 
 PASS_STRATEGIES = ("batch", "sequential")
 
 
 @dataclass
-class IntraDistillationConfig(LabelSmoothingConfig, TeacherConfig):
+class IntraDistillationConfig(LabelSmoothingConfig, TeacherConfig, BalanceLogConfig):
     """Flags of ``intra_distillation`` (see docs/criterions.md for the formulas)."""
 
     num_passes: int = field(default=3, metadata={"help": "K: stochastic forward passes per batch (K >= 2)"})
@@ -91,25 +91,11 @@ class IntraDistillationCriterion(DistillationCriterion):
 
         fairseq 0.12 gives the update number to the task's ``train_step`` (and, from there, to
         ``model.set_num_updates``, which no module of a stock transformer keeps), never to the
-        criterion; the adaptive schedule needs it. The trainer builds this criterion from the task
-        object whose ``train_step`` it then calls with ``update_num`` at every step, a resumed
-        run's first included. So this wraps the ``train_step`` of that one task instance, once
-        however many criteria it builds (nothing global is patched), and passes the number to the
-        criterion the step trains: any task, fairseq's stock ``translation`` included, then trains
-        with the adaptive schedule.
+        criterion; the adaptive schedule needs it. :func:`~user_dir.criterions.train_steps.follow_train_steps`
+        wraps the ``train_step`` of this one task instance (nothing global is patched) to pass it on:
+        any task, fairseq's stock ``translation`` included, then trains with the adaptive schedule.
         """
-        train_step = task.train_step
-        if getattr(train_step, "hands_criterion_the_update_number", False):
-            return
-
-        @functools.wraps(train_step)
-        def recording_train_step(sample, model, criterion, optimizer, update_num, *args, **kwargs):
-            if hasattr(criterion, "set_num_updates"):
-                criterion.set_num_updates(update_num)
-            return train_step(sample, model, criterion, optimizer, update_num, *args, **kwargs)
-
-        recording_train_step.hands_criterion_the_update_number = True
-        task.train_step = recording_train_step
+        follow_train_steps(task)
 
     def set_num_updates(self, num_updates: int) -> None:
         """Receive the update number (from the task's ``train_step``) for the alpha schedule."""

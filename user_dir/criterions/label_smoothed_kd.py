@@ -11,11 +11,12 @@ from user_dir.criterions.common import (
     LabelSmoothingConfig,
     TeacherConfig,
 )
+from user_dir.criterions.train_steps import BalanceLogConfig
 
 
 @dataclass
-class LabelSmoothedKDConfig(LabelSmoothingConfig, TeacherConfig):
-    """Flags of ``label_smoothed_kd``: fairseq's label smoothing flags plus the teacher's."""
+class LabelSmoothedKDConfig(LabelSmoothingConfig, TeacherConfig, BalanceLogConfig):
+    """Flags of ``label_smoothed_kd``: fairseq's label smoothing flags plus the teacher's (and ``--log-balance-every``)."""
 
 
 @register_criterion("label_smoothed_kd", dataclass=LabelSmoothedKDConfig)
