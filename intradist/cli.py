@@ -152,6 +152,30 @@ def xtreme_results(paths: Sequence[Path], metric: Optional[str], out: Optional[P
     emit_table(xtreme_tables_of(paths, metric), out)
 
 
+@results.command("balance", context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_OR_LOG...")
+@click.option("--labels", default=None, help="Comma-separated names of the runs [default: their folders' names].")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the figure (.png, .pdf or .svg): one panel per statistic, one line per run against the update.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def balance_results(paths: Sequence[Path], labels: Optional[str], out: Optional[Path], overwrite: bool) -> None:
+    """Balance during training: what --log-balance-every logged (std, cv, Gini, top-1 % share), several runs side by side.
+
+    Each RUN_OR_LOG is a run folder holding balance_log.jsonl (intradist train glue/xtreme/vision
+    --out, a fairseq --save-dir) or such a file. Prints the last record of each run; --out plots
+    every record against the update.
+    """
+    from intradist.analysis.balance_log import check_figure_out, last_records_table, plot_runs, read_runs
+
+    if out is not None:
+        check_figure_out(out, paths, overwrite)
+    names = None if labels is None else [name.strip() for name in labels.split(",") if name.strip()]
+    runs = read_runs(paths, names)
+    click.echo(last_records_table(runs))
+    if out is not None:
+        click.echo(f"figure: {plot_runs(runs, out)}")
+
+
 @cli.command("fairseq-flags", context_settings=CONTEXT)
 @click.argument("criterion", type=click.Choice(["intra_distillation", "label_smoothed_kd", "self_distillation"]))
 @click.option("--task", default="translation", show_default=True,

@@ -83,3 +83,46 @@ def test_the_table_file_is_checked_first_and_nothing_else_is_overwritten(tmp_pat
     assert result.exit_code == 2 and result.output.strip().splitlines() == [
         f"intradist results translation: --out {out}: {problem}" + (f" {out.parent}" if problem == "cannot write in" else "")]
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def _balance_log(folder, steps):
+    folder.mkdir(parents=True, exist_ok=True)
+    return _write(folder / "balance_log.jsonl", [{"step": s, "std": 1e-3 / s, "cv": 4.0 + s, "gini": 0.7, "top1_share": 0.3,
+                                                   "num_params": 10} for s in steps])  # fmt: skip
+
+
+def test_balance_command_tabulates_the_last_record_and_plots_every_run(tmp_path):
+    _balance_log(tmp_path / "baseline", [100, 200, 300])
+    intra_log = _balance_log(tmp_path / "intra", [100, 200])
+    figure = tmp_path / "balance.png"
+    result = CliRunner().invoke(cli, ["results", "balance", str(tmp_path / "baseline"), str(intra_log),
+                                      "--out", str(figure)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == "| run | records | last update | std | cv | gini | top1_share |"
+    assert lines[2:] == ["| baseline | 3 | 300 | 3.333e-06 | 304 | 0.7 | 0.3 |", "| intra | 2 | 200 | 5e-06 | 204 | 0.7 | 0.3 |",
+                         f"figure: {figure}"]  # fmt: skip
+    assert figure.read_bytes().startswith(b"\x89PNG")
+    labelled = CliRunner().invoke(cli, ["results", "balance", str(tmp_path / "baseline"), "--labels", "base"])
+    assert labelled.exit_code == 0 and "| base | 3 | 300 |" in labelled.output
+
+
+@pytest.mark.parametrize("arguments, problem", [
+    (["--out", "{tmp}/notes.png"], "--out {tmp}/notes.png: exists; name another file, or replace it with --overwrite"),
+    (["--out", "{tmp}/balance.txt"], "--out {tmp}/balance.txt: name an image file (.png, .pdf, .svg)"),
+    (["--labels", "a,b"], "--labels has 2 names for 1 runs"),
+    (["{tmp}/empty"], "{tmp}/empty: no balance_log.jsonl in this folder (train with --log-balance-every N)"),
+])  # fmt: skip
+def test_balance_command_refuses_in_one_line_and_writes_nothing(tmp_path, arguments, problem):
+    _balance_log(tmp_path / "run", [1])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.png").write_bytes(b"mine")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    given = [argument.format(tmp=tmp_path) for argument in arguments]
+    result = CliRunner().invoke(cli, ["results", "balance", str(tmp_path / "run"), *given])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"intradist results balance: {problem.format(tmp=tmp_path)}"]
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    replaced = CliRunner().invoke(cli, ["results", "balance", str(tmp_path / "run"), "--out", str(tmp_path / "notes.png"),
+                                        "--overwrite"])  # fmt: skip
+    assert replaced.exit_code == 0 and (tmp_path / "notes.png").read_bytes().startswith(b"\x89PNG")
