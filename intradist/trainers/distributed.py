@@ -22,13 +22,35 @@ import os
 import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Mapping, Sequence
+from typing import Any, Callable, Iterator, List, Mapping, Sequence
+
+import click
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
 from intradist.run_folder import RunFolder, Terminated
+
+#: Updates between the checkpoints in ``OUT.partial`` that an interrupted run resumes from.
+SAVE_STEPS = 500
+
+
+def resume_and_balance_options(balance_goes_to: str, doc: str) -> List[Callable[[Callable], Callable]]:
+    """``--save-steps`` and ``--log-balance-every``, as every trainer declares them.
+
+    ``balance_goes_to`` says where the balance records appear besides ``OUT/balance_log.jsonl``
+    (the Trainer's log, stderr); ``doc`` is the page that explains the command.
+    """
+    return [
+        click.option("--save-steps", type=click.IntRange(min=1), default=SAVE_STEPS, show_default=True,
+                     help="A checkpoint in OUT.partial every N updates (the last one kept): an interrupted run, "
+                          "rerun with the same command, continues from it (docs/distributed.md)."),
+        click.option("--log-balance-every", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Every N updates, log the balance statistics (std, cv, gini, top-1% share) of the "
+                          f"update's parameter sensitivities |θ·grad| to {balance_goes_to} and "
+                          f"OUT/balance_log.jsonl; 0: never ({doc})."),
+    ]  # fmt: skip
 
 
 @dataclass(frozen=True)

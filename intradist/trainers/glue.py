@@ -30,7 +30,7 @@ from intradist.analysis.loading import quiet_transformers
 from intradist.errors import UserError
 from intradist.settings import DistillationSettings, distillation_options
 from intradist.trainers.config_file import config_file_option
-from intradist.trainers.distributed import shared_run
+from intradist.trainers.distributed import SAVE_STEPS, shared_run
 from intradist.trainers.glue_tasks import Examples, GlueTask, get_task, read_split, split_file, task_metrics
 from intradist.trainers.hf import (
     SEQUENCE_CLASSIFICATION,
@@ -96,7 +96,7 @@ class GlueConfig:
     select: str = "best"  # best: the evaluation with the best primary metric; last: the final weights
     device: str = "auto"
     fp16: Optional[bool] = None  # default: on a GPU
-    save_steps: int = 500  # a checkpoint in OUT.partial every N updates
+    save_steps: int = SAVE_STEPS  # a checkpoint in OUT.partial every N updates
     log_balance_every: int = 0  # every N updates the gradient's balance statistics to the log and balance_log.jsonl
     overwrite: bool = False
     distillation: DistillationSettings = field(default_factory=DistillationSettings)

@@ -65,7 +65,6 @@ ARCHITECTURE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_at
 #: The Trainer's checkpoints, inside ``OUT.partial``; removed before the folder is committed.
 CHECKPOINTS = "checkpoints"
 #: ``--save-steps`` unless given.
-SAVE_STEPS = 500
 #: The file of a checkpoint that the Trainer writes last: a checkpoint without it is incomplete.
 TRAINER_STATE = "trainer_state.json"
 
@@ -444,13 +443,7 @@ def run_options(function: Callable) -> Callable:
         click.option("--logging-steps", type=click.IntRange(min=1), default=50, show_default=True),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
         click.option("--fp16/--no-fp16", default=None, help="Mixed precision [default: on a GPU]."),
-        click.option("--save-steps", type=click.IntRange(min=1), default=SAVE_STEPS, show_default=True,
-                     help="A checkpoint in OUT.partial every N updates (the last one kept): an interrupted run, "
-                          "rerun with the same command, continues from it (docs/distributed.md)."),
-        click.option("--log-balance-every", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Every N updates, log the balance statistics (std, cv, gini, top-1% share) of the "
-                          "update's parameter sensitivities |θ·grad| to the Trainer's log and OUT/balance_log.jsonl; "
-                          "0: never (docs/glue.md)."),
+        *distributed.resume_and_balance_options("the Trainer's log", "docs/glue.md"),
         click.option("--overwrite", is_flag=True, help="Replace an existing --out folder."),
     ]  # fmt: skip
     for option in reversed(options):

@@ -59,7 +59,8 @@ from intradist.trainers.vision_models import ARCHES, DROPOUT_PLACEMENTS
 from intradist.trainers.vision_schedules import LR_SCHEDULES
 from intradist.trainers.distributed import exit_on_sigterm, launched_ranks
 from intradist.trainers.vision_step import MICRO_BATCH_REDUCTIONS, PRECISIONS, SMOOTHING_STYLES
-from intradist.trainers.vision_training import SAVE_STEPS, VisionConfig, train
+from intradist.trainers import distributed
+from intradist.trainers.vision_training import VisionConfig, train
 from intradist.trainers.vision_transforms import AUGMENTATIONS
 
 
@@ -131,13 +132,7 @@ def _training_options(data_default: Optional[str], out_default: Optional[Path]) 
                      help="Data loader processes (default: 0 for digits and CIFAR, which sit in memory; else 4)."),
         click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
                      help="bf16 or fp16: mixed precision (autocast; fp16 with a gradient scaler), on a GPU only."),
-        click.option("--save-steps", type=click.IntRange(min=1), default=SAVE_STEPS, show_default=True,
-                     help="A checkpoint in OUT.partial every N updates: an interrupted run, rerun with the same "
-                          "command, continues from it (docs/distributed.md)."),
-        click.option("--log-balance-every", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Every N updates, print the balance statistics (std, cv, gini, top-1% share) of the "
-                          "update's parameter sensitivities |θ·grad| and append them to OUT/balance_log.jsonl; "
-                          "0: never (docs/vision.md)."),
+        *distributed.resume_and_balance_options("stderr", "docs/vision.md"),
     ]  # fmt: skip
 
     def decorate(function: Callable) -> Callable:

@@ -60,8 +60,6 @@ from intradist.trainers.vision_weights import load_pretrained_weights, load_teac
 COMMAND = "intradist train vision"
 #: The checkpoint inside ``OUT.partial`` (replaced atomically; removed before the folder is committed).
 CHECKPOINT = "checkpoint.pt"
-#: ``--save-steps`` unless given: a checkpoint every this many updates.
-SAVE_STEPS = 500
 #: Sums of an epoch's training terms (weighted by images) that the history reports as means.
 TERMS = ("loss", "supervised", "intra", "kd", "alpha")
 
@@ -101,7 +99,7 @@ class VisionConfig:
     device: Optional[str] = None  # cuda when available
     workers: Optional[int] = None  # 0 for data in memory (digits, CIFAR), else min(4, CPUs)
     precision: str = "fp32"  # bf16 or fp16: autocast on a GPU
-    save_steps: int = SAVE_STEPS  # a checkpoint in OUT.partial every N updates
+    save_steps: int = distributed.SAVE_STEPS  # a checkpoint in OUT.partial every N updates
     log_balance_every: int = 0  # every N updates the gradient's balance statistics to stderr and balance_log.jsonl
     overwrite: bool = False  # replace an earlier run's OUT
 

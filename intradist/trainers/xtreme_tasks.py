@@ -18,7 +18,7 @@ from transformers import DataCollatorForTokenClassification, DataCollatorWithPad
 
 from intradist.errors import UserError
 from intradist.settings import DistillationSettings
-from intradist.trainers import ner_data, qa_data
+from intradist.trainers import distributed, ner_data, qa_data
 from intradist.trainers.hf import EXTRACTIVE_QA, TOKEN_CLASSIFICATION, OutputHead, subset_indices
 
 
@@ -81,7 +81,7 @@ class XtremeConfig:
     select: Optional[str] = None  # best: the best English dev score; last: the final weights
     device: str = "auto"
     fp16: Optional[bool] = None
-    save_steps: int = 500  # a checkpoint in OUT.partial every N updates
+    save_steps: int = distributed.SAVE_STEPS  # a checkpoint in OUT.partial every N updates
     log_balance_every: int = 0  # every N updates the gradient's balance statistics to the log and balance_log.jsonl
     overwrite: bool = False
     distillation: DistillationSettings = field(default_factory=DistillationSettings)
