@@ -1,11 +1,8 @@
-"""Contribution balance: how evenly the loss depends on a model's parameters.
+"""Contribution balance of a checkpoint's sensitivities, whole and per group (layer, module, ...).
 
-Xu, Koehn, Murray (EMNLP 2022) argue that a more balanced contribution of parameters generalises
-better, and measure balance by the standard deviation of the parameters' sensitivities (lower is
-more balanced). :func:`balance_statistics` reports that statistic exactly, as ``std``, beside
-scale-free measures of the same idea: coefficient of variation, Gini coefficient, normalised
-entropy, the share of the total held by the top 1 % / 10 % of parameters, and the share of
-parameters whose sensitivity is near zero.
+The statistics themselves (the paper's std beside scale-free measures of the same idea, each with
+its degenerate cases) are defined once, in :mod:`intradist.balance_statistics`, which the trainers'
+live logging uses too; this module applies them to a :class:`ParameterSensitivity`.
 """
 
 from __future__ import annotations
