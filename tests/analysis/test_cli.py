@@ -220,9 +220,8 @@ def test_an_image_analysis_prints_no_third_party_debug_lines(digits_folder, tmp_
     assert noise == []
 
 
-@pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
-def test_an_interrupted_analysis_leaves_the_earlier_report_and_the_rerun_gives_the_same(digits_folder, tmp_path,
-                                                                                          signum):  # fmt: skip
+def test_an_interrupted_analysis_leaves_the_earlier_report_and_the_rerun_gives_the_same(digits_folder, tmp_path):
+    signum = 15  # SIGTERM here, Ctrl-C in the preparation's test; both in tests/intradist/test_run_folder.py
     """Fault injection: the analysis is interrupted at a random point; the earlier report stays byte for byte,
     nothing else is left beside it, and a rerun writes what an uninterrupted run writes."""
     import random
