@@ -29,8 +29,9 @@ def read_weights(path: Path, trust_checkpoint: bool) -> Tuple[Any, bool]:
     return torch_load(path, trust_checkpoint)
 
 
-def torch_load(path: Path, trust_checkpoint: bool) -> Tuple[Any, bool]:
-    """``torch.load`` weights-only; with trust, falls back to full unpickling when the file needs it."""
+def torch_load(path: Path, trust_checkpoint: bool, trust_offered: bool = True) -> Tuple[Any, bool]:
+    """``torch.load`` weights-only; with trust, falls back to full unpickling when the file needs it.
+    ``trust_offered``: whether the command has ``--trust-checkpoint`` to suggest in a refusal."""
     allow_plain_checkpoint_types()
     try:
         return torch.load(path, map_location="cpu", weights_only=True), False
@@ -41,7 +42,9 @@ def torch_load(path: Path, trust_checkpoint: bool) -> Tuple[Any, bool]:
         if not reason.startswith("needs arbitrary unpickling"):
             raise UserError(f"{path}: {reason}") from None
         if not trust_checkpoint:
-            raise UserError(f"{path}: {reason}; pass --trust-checkpoint only if you trust its source") from None
+            hint = ("pass --trust-checkpoint only if you trust its source" if trust_offered
+                    else "weights are read weights-only (save the model with safetensors)")  # fmt: skip
+            raise UserError(f"{path}: {reason}; {hint}") from None
     except Exception as error:  # torch reports truncation and corruption with many exception types
         raise UserError(f"{path}: cannot be read as a PyTorch checkpoint, truncated or corrupt ({first_line(error)})")
     try:

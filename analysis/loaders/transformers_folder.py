@@ -17,7 +17,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -78,32 +78,29 @@ def load_transformers(folder: Path, trust_checkpoint: bool, num_labels: Optional
         )
     if head is not None and head not in HEADS:
         raise UserError(f"--head {head}: unknown; choose one of {', '.join(HEADS)}")
-    weights = weight_files(folder)
-    # transformers reads .bin weights-only itself; read each once here to refuse (or trust) it our way first.
-    trusted = any([torch_load(path, trust_checkpoint)[1] for path in weights if path.suffix == ".bin"])
+    weights = read_folder_weights(folder, trust_checkpoint)
     try:
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as error:
         raise UserError(f"{folder}/config.json: not a usable transformers config ({first_line(error)})") from None
     architecture = (config.architectures or [type(config).__name__])[0]
     chosen = _chosen_head(folder, architecture, head_of(architecture), head, num_labels, config)
-    options = {"num_labels": num_labels} if chosen.classifier and num_labels is not None else {}
+    if chosen.classifier and num_labels is not None:
+        config.num_labels = num_labels
     try:
-        with seeded(seed), quiet_transformers():
-            model, info = getattr(transformers, chosen.auto_class).from_pretrained(
-                folder, local_files_only=True, weights_only=not trusted, output_loading_info=True, **options
-            )
+        with seeded(seed):
+            model, info = from_pretrained(chosen.auto_class, folder, weights, config)
     except (OSError, ValueError, KeyError) as error:
         raise UserError(f"{folder}: cannot be loaded as a {chosen.name} model ({first_line(error)})") from None
     new = sorted(info["missing_keys"])
     labels = f", {model.config.num_labels} labels" if chosen.classifier else ""
     description = (
         f"transformers model folder: {architecture} ({config.model_type}) loaded as {type(model).__name__} "
-        f"({chosen.name} head{labels}), {parameter_count(model)}, weights from {_weights_name(weights)}"
+        f"({chosen.name} head{labels}), {parameter_count(model)}, weights from {_weights_name(weights.files)}"
     )
     if new:
         description += f"; {chosen.name} head newly initialised (seed {seed}: {', '.join(new)})"
-    if trusted:
+    if weights.trusted:
         description += "; read with arbitrary unpickling (trusted checkpoint)"
     encoding = _xtreme_encoding(folder, config)
     if encoding:
@@ -112,7 +109,7 @@ def load_transformers(folder: Path, trust_checkpoint: bool, num_labels: Optional
         model=model,
         framework="transformers",
         path=folder,
-        sha256=weights_sha256(weights),
+        sha256=weights_sha256(weights.files),
         description=description,
         loss_fn=model_loss,
         extras={"tokenizer": _tokenizer(folder), "head": chosen.name, "encoding": encoding},
@@ -165,6 +162,51 @@ def weight_files(folder: Path) -> List[Path]:
     if bad is not None:
         raise UserError(f"{index}: lists {bad.name}, which is not a file in {folder}")
     return paths
+
+
+@dataclass(frozen=True)
+class FolderWeights:
+    """A model folder's weight files, and its pickled (``.bin``) weights read once, weights-only."""
+
+    files: List[Path]
+    state_dict: Optional[Dict[str, torch.Tensor]] = None  # None: safetensors, which transformers reads itself
+    trusted: bool = False  # read with arbitrary unpickling (--trust-checkpoint)
+
+
+def read_folder_weights(folder: Path, trust_checkpoint: bool = False, trust_offered: bool = True) -> FolderWeights:
+    """The folder's weight files; ``.bin`` ones (shards merged) read here, weights-only unless trusted,
+    so that a refusal is one line naming the file and transformers need not unpickle them again."""
+    files = weight_files(folder)
+    if files[0].suffix != ".bin":
+        return FolderWeights(files)
+    state: Dict[str, torch.Tensor] = {}
+    trusted = False
+    for path in files:
+        shard, unpickled = torch_load(path, trust_checkpoint, trust_offered)
+        if not isinstance(shard, Mapping) or not all(isinstance(value, torch.Tensor) for value in shard.values()):
+            raise UserError(f"{path}: holds no state dict (a mapping of names to tensors)")
+        state.update(shard)
+        trusted |= unpickled
+    return FolderWeights(files, state, trusted)
+
+
+def from_pretrained(auto_class: str, source: Union[Path, str], weights: Optional[FolderWeights], config: Any,
+                    **options: Any) -> Tuple[Any, Dict[str, Any]]:  # fmt: skip
+    """transformers' ``from_pretrained`` of a model folder (``weights`` read from it by
+    :func:`read_folder_weights`) or of a hub name (``weights`` None), with ``config``; the model in
+    eval mode and the loading info. ``.bin`` weights are handed over instead of being read a second
+    time. Raises KeyError when ``auto_class`` has no model for the config's type."""
+    import transformers
+
+    auto = getattr(transformers, auto_class)
+    with quiet_transformers():
+        if weights is None or weights.state_dict is None:
+            return auto.from_pretrained(source, config=config, local_files_only=weights is not None,
+                                        output_loading_info=True, **options)  # fmt: skip
+        # transformers takes a state dict only without a folder, so through the concrete class.
+        model_class = auto._model_mapping[type(config)]
+        return model_class.from_pretrained(None, config=config, state_dict=weights.state_dict, output_loading_info=True,
+                                           **options)  # fmt: skip
 
 
 def weights_sha256(weights: List[Path]) -> str:

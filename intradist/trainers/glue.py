@@ -20,13 +20,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 import torch
 from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
 
-from intradist.analysis.loading import quiet_transformers
+from intradist.analysis.loaders.transformers_folder import HEADS, FolderWeights, from_pretrained
 from intradist.errors import UserError
 from intradist.settings import DistillationSettings, distillation_options
 from intradist.trainers.config_file import config_file_option
@@ -34,7 +34,6 @@ from intradist.trainers.distributed import SAVE_STEPS, shared_run
 from intradist.trainers.glue_tasks import Examples, GlueTask, get_task, read_split, split_file, task_metrics
 from intradist.trainers.hf import (
     SEQUENCE_CLASSIFICATION,
-    VOCABULARY_FILES,
     DistillationTrainer,
     SelectionCallback,
     balance_callbacks,
@@ -56,6 +55,9 @@ from intradist.trainers.hf import (
 )
 
 COMMAND = "intradist train glue"
+#: The transformers class of the student and the teacher.
+SEQUENCE_CLASSIFIER = HEADS["sequence-classification"].auto_class
+
 
 def default_data_dir(task: GlueTask) -> Path:
     """``data/glue/TASK`` of the shipped corpora (or of ``$INTRADIST_DATA``)."""
@@ -137,11 +139,9 @@ def _encode(tokenizer, examples: Examples, max_length: int) -> _Encoded:
 
 def load_student(folder: Path, task: GlueTask):
     """Tokenizer and a sequence classifier for ``task`` from ``folder``; a missing or mismatched head is new."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-    check_model_folder(folder, "--model")
-    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
-        raise UserError(f"--model {folder}: no tokenizer files ({', '.join(VOCABULARY_FILES[:2])}, ...)")
+    weights = check_model_folder(folder, "--model", tokenizer=True)
     labels = list(task.labels) if not task.regression else ["score"]
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -151,21 +151,18 @@ def load_student(folder: Path, task: GlueTask):
             problem_type="regression" if task.regression else "single_label_classification",
         )  # fmt: skip
         config.glue_task = task.name  # saved in config.json: a teacher is checked against it
-        with quiet_transformers():
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                folder, config=config, local_files_only=True, ignore_mismatched_sizes=True, output_loading_info=True
-            )
+        model, info = from_pretrained(SEQUENCE_CLASSIFIER, folder, weights, config, ignore_mismatched_sizes=True)
     except (OSError, ValueError, KeyError) as error:
         raise UserError(f"--model {folder}: cannot be loaded as a sequence classifier ({first_line(error)})") from None
     new = sorted(set(info.get("missing_keys", [])) | {key for key, *_ in info.get("mismatched_keys", [])})
     return tokenizer, model, new
 
 
-def check_teacher(folder: Path, task: GlueTask) -> Any:
-    """The config of ``--teacher``, checked to be a classifier this command saved for ``task``."""
+def check_teacher(folder: Path, task: GlueTask) -> Tuple[Any, FolderWeights]:
+    """The config and weights of ``--teacher``, checked to be a classifier this command saved for ``task``."""
     from transformers import AutoConfig
 
-    check_model_folder(folder, "--teacher")
+    weights = check_model_folder(folder, "--teacher")
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as error:
@@ -179,16 +176,18 @@ def check_teacher(folder: Path, task: GlueTask) -> Any:
             f"--teacher {folder}: trained for {trained_for or 'another task'} with {config.num_labels} labels, "
             f"not {task.name} ({task.num_labels}); give a folder intradist train glue saved for --task {task.name}"
         )
-    return config
+    return config, weights
 
 
-def load_teacher(folder: Path, teacher_config: Any, student_config: Any) -> torch.nn.Module:
-    """The teacher of KD or self-distillation, read weights-only by :func:`intradist.analysis.loading.load_checkpoint`."""
-    from intradist.analysis.loading import load_checkpoint
-
-    if getattr(teacher_config, "vocab_size", None) != getattr(student_config, "vocab_size", None):
+def load_teacher(folder: Path, checked: Tuple[Any, FolderWeights], student_config: Any) -> torch.nn.Module:
+    """The teacher of KD or self-distillation, from what :func:`check_teacher` read."""
+    config, weights = checked
+    if getattr(config, "vocab_size", None) != getattr(student_config, "vocab_size", None):
         raise UserError(f"--teacher {folder}: its vocabulary differs from the student's; it cannot read its inputs")
-    return load_checkpoint(folder, framework="transformers").model
+    try:
+        return from_pretrained(SEQUENCE_CLASSIFIER, folder, weights, config)[0]
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"--teacher {folder}: cannot be loaded as a sequence classifier ({first_line(error)})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,10 +216,10 @@ def train(config: GlueConfig, command: str = COMMAND, extra_files: Optional[Dict
         for split, stem in task.dev_splits
     }
 
-    teacher_config = check_teacher(Path(settings.teacher), task) if settings.teacher else None
+    checked_teacher = check_teacher(Path(settings.teacher), task) if settings.teacher else None
     set_seed(config.seed)  # the new classification head is drawn from the seed
     tokenizer, model, new_weights = load_student(model_dir, task)
-    teacher = load_teacher(Path(settings.teacher), teacher_config, model.config) if settings.teacher else None
+    teacher = load_teacher(Path(settings.teacher), checked_teacher, model.config) if checked_teacher else None
     train_set = _encode(tokenizer, train_examples, config.max_length)
     dev_sets = {split: _encode(tokenizer, examples, config.max_length) for split, examples in dev_examples.items()}
 
@@ -254,7 +253,7 @@ def train(config: GlueConfig, command: str = COMMAND, extra_files: Optional[Dict
         data_files = [e.path for e in (train_examples, *dev_examples.values())]
         record = {
             "task": task.name,
-            "method": method_name(settings, teacher_config, model.config),
+            "method": method_name(settings, checked_teacher[0] if checked_teacher else None, model.config),
             "seed": config.seed,
             "dev": {split: selection.history[selected].get(split, {}) for split, _ in task.dev_splits},
             "primary_metric": task.primary_metric,

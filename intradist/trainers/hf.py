@@ -43,7 +43,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from intradist.checkpoint_safety import refusal
+from intradist.analysis.loaders.transformers_folder import HF_VOCABULARY_FILES, FolderWeights, read_folder_weights
 from intradist.errors import UserError
 from intradist.live_balance import BalanceLog, balance_record, log_values
 from intradist.provenance import git_commit, package_versions, sha256_of
@@ -54,10 +54,6 @@ from intradist.trainers.config_file import config_text
 
 #: Evaluation records of the Trainer that say how fast, not how good (left out of metrics.json).
 TIMING_METRICS = ("_runtime", "_samples_per_second", "_steps_per_second")
-
-#: Files of a Hugging Face model folder that hold weights, and that hold a tokenizer's vocabulary.
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 
 #: Config fields that make two models the same architecture (a teacher like that is self-distillation).
 ARCHITECTURE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
@@ -451,22 +447,20 @@ def run_options(function: Callable) -> Callable:
     return function
 
 
-def check_model_folder(folder: Path, flag: str) -> None:
-    """A one-line error unless ``folder`` is a Hugging Face model folder with a config and weights."""
+def check_model_folder(folder: Path, flag: str, tokenizer: bool = False) -> FolderWeights:
+    """A one-line error unless ``folder`` is a Hugging Face model folder with a config, a tokenizer
+    where ``tokenizer``, and weights that read weights-only; its ``.bin`` weights, read once here,
+    go on to :func:`intradist.analysis.loaders.transformers_folder.from_pretrained`."""
     if not folder.is_dir():
         raise UserError(f"{flag} {folder}: no such directory (a Hugging Face model folder with config.json)")
     if not (folder / "config.json").is_file():
         raise UserError(f"{flag} {folder}: no config.json; not a Hugging Face model folder")
-    if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise UserError(f"{flag} {folder}: has config.json but no weights ({' or '.join(WEIGHT_FILES)})")
-    if not any(folder.glob("*.safetensors")):  # then transformers unpickles the .bin, weights-only: try it first
-        for path in sorted(folder.glob("*.bin")):
-            try:
-                torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as error:  # a refused global, random bytes or truncation: one line, not a traceback
-                reason = refusal(error, path) or f"cannot be read ({first_line(error)})"
-                raise UserError(f"{flag} {folder}: {path.name} {reason}; weights are read weights-only "
-                                "(save the model with safetensors)") from None  # fmt: skip
+    if tokenizer and not any((folder / name).is_file() for name in HF_VOCABULARY_FILES):
+        raise UserError(f"{flag} {folder}: no tokenizer files ({', '.join(HF_VOCABULARY_FILES[:2])}, ...)")
+    try:
+        return read_folder_weights(folder, trust_offered=False)
+    except UserError as error:  # it names the file (or the folder) and the problem
+        raise UserError(f"{flag} {error}") from None
 
 
 def subset_indices(count: int, limit: Optional[int], seed: int) -> List[int]:

@@ -14,14 +14,13 @@ import numpy as np
 import torch
 from transformers import TrainingArguments, set_seed
 
-from intradist.analysis.loaders.transformers_folder import quiet_transformers
+from intradist.analysis.loaders.transformers_folder import from_pretrained, quiet_transformers
 from intradist.errors import UserError
 from intradist.results import markdown_table
 from intradist.trainers import ner_data
 from intradist.trainers.distributed import shared_run
 from intradist.trainers.hf import (
     TOKEN_CLASSIFICATION,
-    VOCABULARY_FILES,
     DistillationTrainer,
     SelectionCallback,
     balance_callbacks,
@@ -62,10 +61,7 @@ def load_student(model: str, task: XtremeTask):
     import transformers
 
     local = _is_local(model)
-    if local:
-        check_model_folder(Path(model).expanduser(), "--model")
-        if not any((Path(model).expanduser() / name).is_file() for name in VOCABULARY_FILES):
-            raise UserError(f"--model {model}: no tokenizer files ({', '.join(VOCABULARY_FILES[:2])}, ...)")
+    weights = check_model_folder(Path(model).expanduser(), "--model", tokenizer=True) if local else None
     source = str(Path(model).expanduser()) if local else model
     head = {}
     if task.head is TOKEN_CLASSIFICATION:
@@ -77,10 +73,7 @@ def load_student(model: str, task: XtremeTask):
             tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local)
             config = transformers.AutoConfig.from_pretrained(source, local_files_only=local, **head)
             config.xtreme_task = task.name  # saved in config.json: a teacher is checked against it
-            model_class = getattr(transformers, task.auto_class)
-            network, info = model_class.from_pretrained(
-                source, config=config, local_files_only=local, ignore_mismatched_sizes=True, output_loading_info=True
-            )
+        network, info = from_pretrained(task.auto_class, source, weights, config, ignore_mismatched_sizes=True)
     except (OSError, ValueError, KeyError) as error:
         raise UserError(f"--model {model}: cannot be loaded for {task.name} ({first_line(error)})") from None
     if not getattr(tokenizer, "is_fast", False):
@@ -93,7 +86,7 @@ def load_teacher(folder: Path, task: XtremeTask, student_config: Any) -> Tuple[t
     """The teacher of KD or self-distillation: a folder ``intradist train xtreme`` saved for the same task."""
     import transformers
 
-    check_model_folder(folder, "--teacher")
+    weights = check_model_folder(folder, "--teacher")
     try:
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as error:
@@ -105,9 +98,8 @@ def load_teacher(folder: Path, task: XtremeTask, student_config: Any) -> Tuple[t
     if getattr(config, "vocab_size", None) != getattr(student_config, "vocab_size", None):
         raise UserError(f"--teacher {folder}: its vocabulary differs from the student's; it cannot read its inputs")
     try:
-        with quiet_transformers():  # a folder this command saved: safetensors weights, no unpickling
-            teacher = getattr(transformers, task.auto_class).from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as error:
+        teacher = from_pretrained(task.auto_class, folder, weights, config)[0]
+    except (OSError, ValueError, KeyError) as error:
         raise UserError(f"--teacher {folder}: cannot be loaded ({first_line(error)})") from None
     return teacher, config
 

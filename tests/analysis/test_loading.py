@@ -7,6 +7,7 @@ import math
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -139,6 +140,28 @@ def test_legacy_bin_folder_with_its_own_head_loads_weights_only(tiny_bert_bin_fo
     with pytest.raises(UserError) as excinfo:  # no vocabulary: no silent all-[UNK] tokenizer
         make_batches(loaded, BatchOptions(data=rte_dev, text_fields=("sentence1", "sentence2")))
     assert "no tokenizer" in one_line_error(excinfo)
+
+
+def test_legacy_bin_weights_are_unpickled_once(tiny_bert_bin_folder, monkeypatch):
+    """The refusal check reads the .bin weights-only and hands them to transformers, which read it a
+    second time before (a third for train glue's teacher); the trainers' folder check does the same."""
+    from transformers import AutoConfig
+
+    from intradist.analysis.loaders.transformers_folder import from_pretrained
+    from intradist.trainers.hf import check_model_folder
+
+    folder, reference = tiny_bert_bin_folder
+    reads = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda path, *args, **kwargs: reads.append(Path(path).name) or load(path, *args, **kwargs))
+    analysed = load_checkpoint(folder).model
+    assert reads == ["pytorch_model.bin"]
+    weights = check_model_folder(folder, "--teacher")
+    trained, _ = from_pretrained("AutoModelForSequenceClassification", folder, weights, AutoConfig.from_pretrained(folder))
+    assert reads == ["pytorch_model.bin"] * 2
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(analysed.state_dict()[name], tensor) and torch.equal(trained.state_dict()[name], tensor), name
+    assert not analysed.training and not trained.training
 
 
 def test_bin_weights_that_would_run_code_are_refused(tiny_bert_bin_folder):
