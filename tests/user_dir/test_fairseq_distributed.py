@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -58,30 +59,33 @@ def fairseq_train_args(data_bin: Path, save_dir: Path, extra: Sequence[str]) -> 
             "--save-dir", str(save_dir), *extra]  # fmt: skip
 
 
-def cpu_environment(tmp: Path) -> Dict[str, str]:
-    """One thread per rank on the shared cores; torchrun's scratch folders under pytest's tmp."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    return {**environment(), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
+def cpu_environment(scratch: str) -> Dict[str, str]:
+    """One thread per rank on the shared cores; torchrun's and multiprocessing's scratch files in
+    ``scratch``, a short path (a Unix socket's path must stay under 108 bytes, which pytest-xdist's
+    folders under pytest's tmp can pass)."""
+    return {**environment(), "OMP_NUM_THREADS": "1", "TMPDIR": scratch}
 
 
 def run_together(commands: List[List[str]], tmp: Path, timeout: float = 240) -> List[str]:
     """Start the commands at once, each writing to a file (no pipe to fill and block a rank), wait for
     all of them, and return their outputs; kills every one still running if any hangs."""
-    environment_ = cpu_environment(tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
     logs = [tmp / f"process{index}.log" for index in range(len(commands))]
     processes: List[subprocess.Popen] = []
-    try:
-        for command, log in zip(commands, logs):
-            with open(log, "w") as output:
-                processes.append(subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=environment_))
-        deadline = time.monotonic() + timeout
-        for process in processes:
-            process.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    with tempfile.TemporaryDirectory(prefix="ranks-") as scratch:
+        try:
+            for command, log in zip(commands, logs):
+                with open(log, "w") as output:
+                    processes.append(subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
+                                                      env=cpu_environment(scratch)))  # fmt: skip
+            deadline = time.monotonic() + timeout
+            for process in processes:
+                process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
     outputs = [log.read_text() for log in logs]
     assert [process.returncode for process in processes] == [0] * len(commands), "\n".join(o[-4000:] for o in outputs)
     return outputs

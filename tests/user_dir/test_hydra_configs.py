@@ -27,6 +27,7 @@ from fairseq.models import ARCH_CONFIG_REGISTRY
 from fairseq.tasks import TASK_DATACLASS_REGISTRY
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.version import VersionBase
 from omegaconf import OmegaConf, open_dict
 
 import user_dir  # noqa: F401  (registers the plugin's task and criterions for the builders below)
@@ -63,6 +64,7 @@ def effective_config(name: str, overrides: Sequence[str] = ()) -> Dict[str, Dict
     the architecture function on the model config.
     """
     hydra_init(name)
+    version_base = VersionBase.instance().getbase()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
             cfg = compose(config_name=name, overrides=list(overrides))
@@ -70,6 +72,9 @@ def effective_config(name: str, overrides: Sequence[str] = ()) -> Dict[str, Dict
         # One name per process, as in fairseq-hydra-train: a schema left under "baseline" would
         # also be matched to baseline.yaml when a pair config includes it, and reset the pair's keys.
         ConfigStore.instance().repo.pop(f"{name}.yaml", None)
+        # The version base is process-wide: fairseq's own hydra.experimental.initialize (later
+        # tests in this process build criterions through it) raises once it is 1.2 or more.
+        VersionBase.instance().version_base = version_base
     add_defaults(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     groups: Dict[str, Dict[str, object]] = {}
