@@ -13,6 +13,16 @@ from intradist.recipes.fairseq_runs import NO_PREFETCH_THREAD, USER_DIR, Trainin
 from intradist.paths import corpus_dir
 from intradist.prepare.translation import REQUIRED_BATCH_SIZE_MULTIPLE, PrepareConfig, prepare
 
+def pytest_collection_modifyitems(config, items):
+    """For pytest-xdist's ``--dist loadgroup`` (scripts/test.sh): the tests of a file that share a
+    module-scoped fixture run in one worker, so that it is built once; every other test goes to
+    whichever worker is free, so that a long file does not keep one worker busy alone at the end."""
+    for item in items:
+        definitions = getattr(item, "_fixtureinfo", None)
+        if definitions and any(d[-1].scope == "module" for d in definitions.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 #: A transformer small enough that a few dozen CPU updates take seconds.
 TINY_MODEL = [
     *transformer_args(layers=1, embed_dim=32, ffn_dim=64, heads=2),
