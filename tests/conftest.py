@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +34,20 @@ TINY_MODEL = [
     "--log-format", "json", "--log-interval", "1", "--no-epoch-checkpoints",
     "--disable-validation", *REQUIRED_BATCH_SIZE_MULTIPLE, *NO_PREFETCH_THREAD,
 ]  # fmt: skip
+
+
+def run_process_group(command: Sequence[str], timeout: float, **options) -> subprocess.CompletedProcess:
+    """``subprocess.run(command, capture_output=True, text=True, timeout=timeout)``, the command in a
+    session of its own that is killed whole on timeout: torchrun's ranks would outlive torchrun."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                          **options) as process:  # fmt: skip
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="session")

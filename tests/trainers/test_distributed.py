@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from intradist.run_folder import LOCK, STAGING_SUFFIX
+from tests.conftest import run_process_group
 from tests.trainers import ddp_step_worker
 
 #: A transformers run of three updates of K = 2 passes (divergence on) on 32 RTE examples.
@@ -47,7 +48,7 @@ def launch(arguments: Sequence[str], processes: int = 1, timeout: int = 300) -> 
         command += ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
                     "--master_port", str(free_port())]  # fmt: skip
     command += ["-m", "intradist", *(str(argument) for argument in arguments)]
-    done = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=timeout)
+    done = run_process_group(command, timeout, env=environment())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return done
 
@@ -123,7 +124,7 @@ def test_the_k_passes_of_a_rank_through_ddp_give_the_gradient_of_one_process(tmp
     worker = Path(ddp_step_worker.__file__)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                "--master_port", str(free_port()), str(worker), str(out)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=300)
+    done = run_process_group(command, 300, env=environment())
     assert done.returncode == 0, done.stderr[-5000:]
     distributed = torch.load(out, weights_only=True)
     model, images, labels = ddp_step_worker.model_and_batch()

@@ -16,6 +16,7 @@ the last test pins the two ways fairseq's own launcher fails on CPU that the pag
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -77,14 +78,14 @@ def run_together(commands: List[List[str]], tmp: Path, timeout: float = 240) -> 
             for command, log in zip(commands, logs):
                 with open(log, "w") as output:
                     processes.append(subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
-                                                      env=cpu_environment(scratch)))  # fmt: skip
+                                                      env=cpu_environment(scratch), start_new_session=True))  # fmt: skip
             deadline = time.monotonic() + timeout
             for process in processes:
                 process.wait(timeout=max(1.0, deadline - time.monotonic()))
-        finally:
+        finally:  # the whole session: torchrun's ranks outlive a killed torchrun
             for process in processes:
                 if process.poll() is None:
-                    process.kill()
+                    os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
     outputs = [log.read_text() for log in logs]
     assert [process.returncode for process in processes] == [0] * len(commands), "\n".join(o[-4000:] for o in outputs)
