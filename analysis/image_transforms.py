@@ -22,6 +22,8 @@ from intradist.errors import UserError
 #: ImageNet statistics: every source is normalised with them (and any image folder the analysis reads).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The side of the square images of the sources that have one (the rest, photos, are resized ImageNet-style).
+NATIVE_SIZES = {"digits": 8, "cifar10": 32, "cifar100": 32}
 #: ``--augment``: ``auto`` picks ``pad-crop`` for digits and ``imagenet`` for everything else.
 AUGMENTATIONS = ("auto", "imagenet", "pad-crop", "none")
 

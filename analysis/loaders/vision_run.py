@@ -16,14 +16,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from intradist.analysis.image_transforms import make_transform
+from intradist.analysis.image_transforms import NATIVE_SIZES, make_transform
 from intradist.errors import UserError
 from intradist.run_folder import read_marker
 
 #: The command whose run folders carry a class list and a transform (``intradist.trainers.vision_training.COMMAND``).
 VISION_COMMAND = "intradist train vision"
-#: The side of the square images of the sources that have one (the rest, photos, are resized ImageNet-style).
-NATIVE_SIZES = {"digits": 8, "cifar10": 32, "cifar100": 32}
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,8 @@ def vision_run(checkpoint: Path) -> Optional[VisionRun]:
     try:
         metrics: Any = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         run = VisionRun(folder, str(metrics["arch"]), [str(name) for name in metrics["classes"]],
-                        int(metrics["image_size"]), str(metrics["data_kind"]), bool(metrics.get("fc_bias", True)))  # fmt: skip
+                        int(metrics["image_size"]), str(metrics["data_kind"]),
+                        bool(metrics.get("fc_bias", True)))  # fmt: skip
     except (ValueError, KeyError, TypeError) as error:
         raise UserError(f"{folder / 'metrics.json'}: not the record of a finished intradist train vision run "
                         f"({type(error).__name__}: {error})") from None  # fmt: skip

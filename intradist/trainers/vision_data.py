@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from intradist.errors import UserError
-from intradist.trainers.vision_transforms import make_transform
+from intradist.trainers.vision_transforms import NATIVE_SIZES, make_transform
 
 #: The seed of every fixed data split (digits train/val/test; validation held out of CIFAR and Pet).
 SPLIT_SEED = 0
@@ -93,8 +93,12 @@ class ImageData:
     val: "ImageDataset"
     test: "ImageDataset"
     test_split: str  # "test", or "val" when the source has no test split
-    native_size: Optional[int]  # side of the (square) images of digits and CIFAR; None for photos
     in_memory: bool
+
+    @property
+    def native_size(self) -> Optional[int]:
+        """The side of the (square) images of digits and CIFAR; None for photos."""
+        return NATIVE_SIZES.get(self.kind)
 
     @property
     def num_classes(self) -> int:
@@ -227,7 +231,7 @@ def load_digits() -> ImageData:
         description="scikit-learn digits (1,797 8x8 images, 10 classes; fixed stratified split, random_state=0)",
         classes=[str(d) for d in range(10)],
         train=everything.subset(train), val=everything.subset(val), test=everything.subset(test),
-        test_split="test", native_size=8, in_memory=True,
+        test_split="test", in_memory=True,
     )  # fmt: skip
 
 
@@ -242,7 +246,8 @@ def digits_batches(loaded: Any, options: Any) -> Iterator[Tuple[torch.Tensor, to
     image_size = json.loads(metrics.read_text()).get("image_size", 8) if metrics.is_file() else 8
     data = load_digits()
     test = data.test
-    test.transform = make_transform(image_size, train=False, augment="none", kind="digits", native_size=8)
+    test.transform = make_transform(image_size, train=False, augment="none", kind="digits",
+                                    native_size=NATIVE_SIZES["digits"])  # fmt: skip
     count = len(test)
     order = list(range(count))
     if options.max_batches is not None and options.max_batches * options.batch_size < count:
@@ -333,7 +338,7 @@ def load_cifar(root: Path, num_classes: int, holdout: Holdout = Holdout()) -> Im
         description=f"CIFAR-{num_classes} python format in {root} ({len(train_labels)} training images, "
                     f"{len(val)} held out for validation ({holdout.method}); {len(test_labels)} test images)",
         classes=classes, train=everything.subset(train), val=everything.subset(val),
-        test=ImageDataset(test_labels, images=test_images), test_split="test", native_size=32, in_memory=True,
+        test=ImageDataset(test_labels, images=test_images), test_split="test", in_memory=True,
     )  # fmt: skip
 
 
@@ -383,7 +388,7 @@ def load_pet(root: Path, holdout: Holdout = Holdout()) -> ImageData:
                     f"validation ({holdout.method}); "
                     f"{len(test)} test images; {num_classes} classes)",
         classes=classes, train=everything.subset(train), val=everything.subset(val), test=dataset(test),
-        test_split="test", native_size=None, in_memory=False,
+        test_split="test", in_memory=False,
     )  # fmt: skip
 
 
@@ -424,5 +429,5 @@ def load_image_folder(root: Path) -> ImageData:
         description=f"image folder {root} ({len(classes)} classes; {len(train)} train, {len(val)} val, "
                     + (f"{len(test)} test images)" if has_test else "no test/: test metrics on val/)"),
         classes=classes, train=train, val=val, test=test, test_split="test" if has_test else "val",
-        native_size=None, in_memory=False,
+        in_memory=False,
     )  # fmt: skip

@@ -8,6 +8,7 @@ from intradist.analysis.image_transforms import (  # noqa: F401
     AUGMENTATIONS,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    NATIVE_SIZES,
     make_transform,
     resolve_augmentation,
 )
