@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 from intradist.errors import UserError
 from intradist.live_balance import LOG_NAME, LOGGED
-from intradist.results import markdown_table, parse_jsonl
+from intradist.results import markdown_table, parse_jsonl, run_labels
 
 #: Panel titles of the statistics.
 TITLES = {"std": "std (the paper's balance; lower: more balanced)", "cv": "coefficient of variation",
@@ -63,14 +63,7 @@ def read_log(path: Path) -> List[Dict[str, float]]:
 
 def labels_of(paths: Sequence[Path], labels: Optional[Sequence[str]]) -> List[str]:
     """``labels`` checked against the runs, or each run's folder name (numbered where two are the same)."""
-    if labels is not None:
-        if len(labels) != len(paths):
-            raise UserError(f"--labels has {len(labels)} names for {len(paths)} runs")
-        if len(set(labels)) != len(labels):
-            raise UserError(f"--labels must be distinct, got {', '.join(labels)}")
-        return list(labels)
-    names = [(path.parent.name if path.name == LOG_NAME else path.stem) for path in paths]
-    return names if len(set(names)) == len(names) else [f"{i + 1}:{name}" for i, name in enumerate(names)]
+    return run_labels([(path.parent.name if path.name == LOG_NAME else path.stem) for path in paths], labels, "runs")
 
 
 def read_runs(paths: Sequence[Path], labels: Optional[Sequence[str]] = None) -> List[BalanceRun]:

@@ -22,6 +22,7 @@ from intradist.analysis.report import (
 )
 from intradist.analysis.sensitivity import ablation_sensitivity, taylor_sensitivity
 from intradist.errors import UserError
+from intradist.results import run_labels
 from intradist.run_folder import RunFolder
 
 #: The command whose marker a report folder carries (the library call and the CLI write the same folder).
@@ -49,14 +50,7 @@ class AnalysisOptions:
 
 
 def _labels(paths: Sequence[Path], labels: Optional[Sequence[str]]) -> List[str]:
-    if labels is None:
-        names = [p.stem if p.is_file() else p.name for p in paths]
-        return names if len(set(names)) == len(names) else [f"{i + 1}:{n}" for i, n in enumerate(names)]
-    if len(labels) != len(paths):
-        raise UserError(f"--labels has {len(labels)} names for {len(paths)} checkpoints")
-    if len(set(labels)) != len(labels):
-        raise UserError(f"--labels must be distinct, got {', '.join(labels)}")
-    return list(labels)
+    return run_labels([p.stem if p.is_file() else p.name for p in paths], labels, "checkpoints")
 
 
 def analyze(paths: Sequence[Union[str, Path]], options: AnalysisOptions, out: Union[str, Path],

@@ -77,6 +77,18 @@ def _read_json_object(path: Path) -> Dict[str, object]:
     return record
 
 
+def run_labels(names: Sequence[str], labels: Optional[Sequence[str]], what: str) -> List[str]:
+    """``labels`` checked to give one distinct name to each of the ``what`` (runs, checkpoints), or
+    without them ``names``, numbered where two are the same."""
+    if labels is None:
+        return list(names) if len(set(names)) == len(names) else [f"{i + 1}:{name}" for i, name in enumerate(names)]
+    if len(labels) != len(names):
+        raise UserError(f"--labels has {len(labels)} names for {len(names)} {what}")
+    if len(set(labels)) != len(labels):
+        raise UserError(f"--labels must be distinct, got {', '.join(labels)}")
+    return list(labels)
+
+
 def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     values = list(values)
