@@ -54,9 +54,9 @@ def _split_list(_ctx, _param, value: Optional[str]) -> Optional[Sequence[str]]:
                    "seq2seq-lm source].")  # fmt: skip
 @click.option("--label-field", default=None,
               help="Label column [default: label; token-classification ner_tags; seq2seq-lm target].")
-@click.option("--max-length", type=int, default=None,
+@click.option("--max-length", type=click.IntRange(min=1), default=None,
               help="Tokens per text example [default: a train-xtreme run's, else 128; question-answering 384].")
-@click.option("--image-size", type=int, default=None,
+@click.option("--image-size", type=click.IntRange(min=1), default=None,
               help="[default: a train-vision run's, else 224]")
 @click.option("--batches", "hook", default=None, help="module:function returning the batches yourself.")
 @click.option("--max-batches", type=click.IntRange(min=1), default=20, show_default=True)

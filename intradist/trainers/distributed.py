@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Mapping, Sequence
 
 import click
-
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler

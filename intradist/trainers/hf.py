@@ -60,7 +60,6 @@ ARCHITECTURE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_at
 
 #: The Trainer's checkpoints, inside ``OUT.partial``; removed before the folder is committed.
 CHECKPOINTS = "checkpoints"
-#: ``--save-steps`` unless given.
 #: The file of a checkpoint that the Trainer writes last: a checkpoint without it is incomplete.
 TRAINER_STATE = "trainer_state.json"
 
